@@ -1,0 +1,42 @@
+"""Argument validation shared by every pool: one clear error naming the option."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Optional
+
+
+def check_int(name: str, value: Any, minimum: int = 0) -> int:
+    """``value`` as an int >= ``minimum``; TypeError/ValueError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_optional_int(name: str, value: Any, minimum: int = 0) -> Optional[int]:
+    """Like :func:`check_int`, None allowed (meaning "no limit")."""
+    return None if value is None else check_int(name, value, minimum)
+
+
+def check_seconds(name: str, value: Any, allow_none: bool = True) -> Optional[float]:
+    """``value`` as a float >= 0 (seconds); None allowed when ``allow_none``."""
+    if value is None:
+        if allow_none:
+            return None
+        raise TypeError(f"{name} must be a number of seconds, got None")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if value != value or value < 0:  # NaN or negative
+        raise ValueError(f"{name} must be >= 0 seconds, got {value!r}")
+    return float(value)
+
+
+def check_callable(name: str, value: Any, allow_none: bool = True) -> Any:
+    """``value`` if callable (or None when allowed); TypeError naming ``name`` otherwise."""
+    if value is None and allow_none:
+        return None
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {value!r}")
+    return value

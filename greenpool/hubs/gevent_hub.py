@@ -1,0 +1,76 @@
+"""The gevent hub adapter; gevent is imported only when this module is."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ContextManager, Optional, TypeVar
+
+import gevent
+import gevent.event
+import greenlet
+
+from .base import Event, Hub, Task
+
+T = TypeVar("T")
+
+
+class _GeventEvent(Event):
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = gevent.event.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        return self._event.wait(timeout)
+
+
+class _GeventTask(Task):
+    __slots__ = ("_greenlet",)
+
+    def __init__(self, glet: Any) -> None:
+        self._greenlet = glet
+
+    def cancel(self) -> None:
+        self._greenlet.kill(block=False)
+
+
+class GeventHub(Hub):
+    """gevent greenlets; OS-thread calls go through the gevent hub's thread pool."""
+
+    name = "gevent"
+    green = True
+    Timeout = gevent.Timeout
+    killed = (greenlet.GreenletExit,)
+
+    def sleep(self, seconds: float) -> None:
+        gevent.sleep(seconds)
+
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> Task:
+        return _GeventTask(gevent.spawn(fn, *args))
+
+    def spawn_after(self, seconds: float, fn: Callable[..., Any], *args: Any) -> Task:
+        return _GeventTask(gevent.spawn_later(seconds, fn, *args))
+
+    def event(self) -> Event:
+        return _GeventEvent()
+
+    def timeout(self, seconds: Optional[float], exception: BaseException) -> ContextManager[Any]:
+        return gevent.Timeout(seconds, exception)
+
+    def run_in_thread(
+        self, fn: Callable[..., T], *args: Any, timeout: Optional[float] = None
+    ) -> T:
+        result = gevent.get_hub().threadpool.spawn(fn, *args)
+        if timeout is None:
+            return result.get()
+        expired = TimeoutError(f"call did not finish within {timeout} s")
+        with gevent.Timeout(timeout, expired):
+            return result.get()
+
+    def current_task(self) -> Any:
+        return greenlet.getcurrent()
