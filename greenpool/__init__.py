@@ -1,5 +1,14 @@
 """greenpool: a DB-API 2 connection pool for eventlet, gevent and plain threads."""
 
+from .connections import (
+    BaseConnectionPool,
+    ConnectionPool,
+    ConnectionPoolStats,
+    RawConnectionPool,
+    TpooledConnectionPool,
+    cleanup_rollback,
+)
+from .drivers import make_psycopg2_green
 from .errors import (
     ConnectionReturned,
     ConnectTimeout,
@@ -13,10 +22,20 @@ from .errors import (
 )
 from .hubs import Hub, detect_hub, resolve_hub, set_default_hub
 from .pool import Pool, PoolStats, Token, TokenPool
+from .proxy import GenericConnectionWrapper, PooledConnectionWrapper
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BaseConnectionPool",
+    "ConnectionPool",
+    "ConnectionPoolStats",
+    "GenericConnectionWrapper",
+    "PooledConnectionWrapper",
+    "RawConnectionPool",
+    "TpooledConnectionPool",
+    "cleanup_rollback",
+    "make_psycopg2_green",
     "ConnectionReturned",
     "ConnectTimeout",
     "DatabaseUnavailable",

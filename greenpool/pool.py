@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Deque, Generic, Iterator, Optional, TypeVar
 
 from . import _checks
-from .errors import PoolTimeout, TooManyWaiters
+from .errors import PoolClosed, PoolTimeout, TooManyWaiters
 from .hubs import Hub, HubSpec, resolve_hub
 
 __all__ = ["Pool", "TokenPool", "Token", "PoolStats"]
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_WAITING, _SERVED, _GRANTED, _CANCELLED = range(4)
+_WAITING, _SERVED, _GRANTED, _CANCELLED, _CLOSED = range(5)
 
 
 class _Waiter:
@@ -199,6 +199,8 @@ class Pool(Generic[T]):
             return waiter.item
         if state == _GRANTED:
             return self._create_in_slot()
+        if state == _CLOSED:
+            raise PoolClosed(f"{self._label()} was closed while waiting")
         raise PoolTimeout(f"{self._label()}: no item free within {timeout} s")
 
     def _wait_for_event(self, event: Any, timeout: Optional[float]) -> None:
@@ -267,6 +269,16 @@ class Pool(Generic[T]):
             self._creating += 1
             grants.append(waiter)
         return grants
+
+    def _close_waiters(self) -> None:
+        """Wake every waiter with :class:`~greenpool.errors.PoolClosed`."""
+        with self._lock:
+            waiters = list(self._waiters)
+            self._waiters.clear()
+            for waiter in waiters:
+                waiter.state = _CLOSED
+        for waiter in waiters:
+            waiter.event.set()
 
     def _retire(self, item: T) -> None:
         """Dispose of an item leaving the pool for good (hook; the generic pool drops it)."""

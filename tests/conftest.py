@@ -127,6 +127,8 @@ def postgres() -> dict[str, Any]:
     reason = _check_postgres()
     if reason:
         _unreachable(f"PostgreSQL at {PG_HOST}:{PG_PORT}", reason)
+    # psycopg2 is a C driver: on a green hub it cooperates only with a wait callback.
+    greenpool.make_psycopg2_green(HUB_NAME)
     return postgres_kwargs()
 
 

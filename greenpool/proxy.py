@@ -1,0 +1,197 @@
+"""The objects a user holds: connection wrappers and the OS-thread proxy.
+
+* :class:`GenericConnectionWrapper` delegates every attribute of the real
+  connection (reads, writes, methods), not a fixed method list.
+* :class:`PooledConnectionWrapper` is the short-lived checkout handle:
+  ``close()`` gives the connection back to its pool, ``bool(wrapper)`` is
+  false once it is back, and any use after that raises
+  :class:`~greenpool.errors.ConnectionReturned` (an ``AttributeError``).
+* :class:`ThreadProxy` runs every method call of a connection, and of the
+  cursors it returns, in an OS thread through the hub.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from .errors import ConnectionReturned
+from .hubs import Hub
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .connections import BaseConnectionPool, _Entry
+
+__all__ = ["GenericConnectionWrapper", "PooledConnectionWrapper", "ThreadProxy"]
+
+
+class _Returned:
+    """Stands in for the connection once a wrapper has been given back."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        raise ConnectionReturned(
+            f"this connection was returned to its pool; cannot use .{name} any more"
+        )
+
+    def __repr__(self) -> str:
+        return "<returned>"
+
+
+_RETURNED = _Returned()
+
+
+def _call_exit(wrapper: Any, base: Any, exc_type: Any, exc: Any, tb: Any) -> Any:
+    # A pure-Python driver's __exit__ (PyMySQL's closes the connection) runs with the
+    # wrapper as ``self``, so its "close" goes through the wrapper: a pooled connection
+    # then returns to its pool instead of being closed under the pool's feet.  A C
+    # driver's __exit__ gets its own object (in an OS thread behind a ThreadProxy).
+    hub = None
+    if isinstance(base, ThreadProxy):
+        hub, base = base._hub, base._obj
+    method = getattr(type(base), "__exit__", None)
+    if isinstance(method, types.FunctionType):
+        return method(wrapper, exc_type, exc, tb)
+    if hub is not None:
+        return hub.run_in_thread(base.__exit__, exc_type, exc, tb)
+    return base.__exit__(exc_type, exc, tb)
+
+
+class GenericConnectionWrapper:
+    """Delegates every attribute to the wrapped connection ``_base``."""
+
+    __slots__ = ("_base",)
+
+    def __init__(self, baseconn: Any) -> None:
+        object.__setattr__(self, "_base", baseconn)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._base, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._base, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        delattr(self._base, name)
+
+    def __enter__(self) -> Any:
+        base = self._base
+        result = base.__enter__()
+        return self if result is base else result
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
+        return _call_exit(self, self._base, exc_type, exc, tb)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} for {self._base!r}>"
+
+
+class PooledConnectionWrapper(GenericConnectionWrapper):
+    """A connection checked out of a pool; ``close()`` puts it back.
+
+    A wrapper dropped without being returned is noticed when it is garbage
+    collected: its slot is freed (the connection closed, since its state is
+    unknown) and a warning names where it was taken.  That happens in the
+    pool's next operation, never inside the garbage collector.
+    """
+
+    __slots__ = ("_pool", "_entry", "_checkout", "__weakref__")
+
+    def __init__(self, baseconn: Any, pool: BaseConnectionPool, entry: _Entry) -> None:
+        object.__setattr__(self, "_base", baseconn)
+        object.__setattr__(self, "_pool", pool)
+        object.__setattr__(self, "_entry", entry)
+        object.__setattr__(self, "_checkout", entry.checkouts)
+
+    def close(self) -> None:
+        """Return the connection to its pool (a no-op if already returned)."""
+        if self._entry is not None:
+            self._pool.put(self)
+
+    def __bool__(self) -> bool:
+        return self._entry is not None
+
+    def _detach(self) -> Optional[_Entry]:
+        """Cut the wrapper from its entry; the entry, or None if already cut."""
+        entry = self._entry
+        object.__setattr__(self, "_entry", None)
+        object.__setattr__(self, "_base", _RETURNED)
+        return entry
+
+    def __del__(self) -> None:
+        # Only a deque append here: no I/O, no locks, safe inside the garbage collector.
+        entry = self._entry
+        if entry is not None:
+            self._pool._orphans.append((entry, self._checkout))
+
+    def __repr__(self) -> str:
+        state = "returned" if self._entry is None else repr(self._base)
+        return f"<PooledConnectionWrapper {state} from {self._pool!r}>"
+
+
+def _wants_proxy(value: Any) -> bool:
+    """Cursors (and other driver objects with blocking methods) get proxied too."""
+    if isinstance(value, (str, bytes, int, float, bool, tuple, list, dict, type(None))):
+        return False
+    return hasattr(value, "execute") or hasattr(value, "fetchone")
+
+
+class _ThreadMethod:
+    __slots__ = ("_method", "_hub")
+
+    def __init__(self, method: Callable[..., Any], hub: Hub) -> None:
+        self._method = method
+        self._hub = hub
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        method = self._method
+        if kwargs:
+            result = self._hub.run_in_thread(lambda: method(*args, **kwargs))
+        else:
+            result = self._hub.run_in_thread(method, *args)
+        return ThreadProxy(result, self._hub) if _wants_proxy(result) else result
+
+
+class ThreadProxy:
+    """Runs every method of ``obj`` in an OS thread; plain attributes are read directly.
+
+    Objects returned that look like cursors are proxied as well, as is
+    iteration, so ``for row in cursor`` fetches off the hub.
+    """
+
+    __slots__ = ("_obj", "_hub")
+
+    def __init__(self, obj: Any, hub: Hub) -> None:
+        object.__setattr__(self, "_obj", obj)
+        object.__setattr__(self, "_hub", hub)
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._obj, name)
+        if callable(value) and not isinstance(value, type):
+            return _ThreadMethod(value, self._hub)
+        return value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self._hub.run_in_thread(setattr, self._obj, name, value)
+
+    def __iter__(self) -> ThreadProxy:
+        return self
+
+    def __next__(self) -> Any:
+        obj = self._obj
+        done = object()
+        row = self._hub.run_in_thread(next, obj, done)
+        if row is done:
+            raise StopIteration
+        return row
+
+    def __enter__(self) -> Any:
+        obj = self._obj
+        result = self._hub.run_in_thread(obj.__enter__)
+        return self if result is obj else result
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
+        return _call_exit(self, self, exc_type, exc, tb)
+
+    def __repr__(self) -> str:
+        return f"<ThreadProxy {self._obj!r}>"
