@@ -108,6 +108,14 @@ class ConnectionPoolStats(PoolStats):
     usage_time: float
 
 
+class _ConnectDeadline(BaseException):
+    """Raised into a green connect at ``connect_timeout``.
+
+    A BaseException, and not an OSError, so that drivers that turn socket
+    errors into their own (PyMySQL does) let it through.
+    """
+
+
 #: Reasons to close a returned connection that count as "lost" in the stats.
 _LOST_REASONS = frozenset({"closed by its user or server", "cleanup failed"})
 
@@ -168,7 +176,14 @@ class BaseConnectionPool(Pool[_Entry]):
 
     Keyword-only: ``timeout`` (None: the default wait of :meth:`get` for a
     free connection), ``hub``, ``name``, ``max_waiting``, ``order_as_stack``
-    (True: reuse the most recently returned connection first).
+    (True: reuse the most recently returned connection first, so surplus
+    connections go idle and expire), ``connect_kwargs`` (a dict of driver
+    arguments whose names the pool itself uses, such as the driver's own
+    ``connect_timeout``).
+
+    For psycopg2 and PyMySQL the driver's own connect timeout is set a little
+    above ``connect_timeout`` unless given in ``connect_kwargs``, so that a
+    connect the pool gave up on in an OS thread ends and closes its socket.
     """
 
     def __init__(
@@ -186,6 +201,7 @@ class BaseConnectionPool(Pool[_Entry]):
         name: Optional[str] = None,
         max_waiting: Optional[int] = None,
         order_as_stack: bool = True,
+        connect_kwargs: Optional[dict[str, Any]] = None,
         **kwargs: Any,
     ) -> None:
         if isinstance(db_module, types.ModuleType) or (
@@ -205,10 +221,18 @@ class BaseConnectionPool(Pool[_Entry]):
         self.connect_timeout = _checks.check_seconds("connect_timeout", connect_timeout)
         self.timeout = _checks.check_seconds("timeout", timeout)
         self._cleanup = _checks.check_callable("cleanup", cleanup)
-        self.connect_args = args
-        self.connect_kwargs = kwargs
+        if connect_kwargs is not None and not isinstance(connect_kwargs, dict):
+            raise TypeError(f"connect_kwargs must be a dict, got {type(connect_kwargs).__name__}")
         self._driver: Driver = driver_for(db_module)
-        self.target = describe_target(args, kwargs)
+        merged = dict(kwargs)
+        if connect_kwargs:
+            merged.update(connect_kwargs)
+        if self._module is not None:
+            for key, value in self._driver.connect_timeout_kwargs(self.connect_timeout).items():
+                merged.setdefault(key, value)
+        self.connect_args = args
+        self.connect_kwargs = merged
+        self.target = describe_target(args, merged)
         self._closed = False
         self._serials = 0
         self._orphans: Deque[tuple[_Entry, int]] = deque()
@@ -245,7 +269,7 @@ class BaseConnectionPool(Pool[_Entry]):
     # -- opening and closing ---------------------------------------------------------
 
     def connect(
-        self, db_module: Any, connect_timeout: Optional[float], *args: Any, **kw: Any
+        self, db_module: Any, connect_timeout: Optional[float], /, *args: Any, **kw: Any
     ) -> Any:
         """Open one raw connection (eventlet's signature; kept for subclasses).
 
@@ -276,8 +300,14 @@ class BaseConnectionPool(Pool[_Entry]):
                 except BaseException:
                     pending.abandon()
                     raise
-            with self.hub.timeout(seconds, TimeoutError()):
-                return self._connect_raw()
+            deadline = _ConnectDeadline()
+            try:
+                with self.hub.timeout(seconds, deadline):
+                    return self._connect_raw()
+            except _ConnectDeadline as exc:
+                if exc is not deadline:
+                    raise
+                raise TimeoutError() from None
         except TimeoutError:
             with self._lock:
                 self._connect_timeouts += 1

@@ -14,6 +14,7 @@ cooperative on the active hub.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from typing import Any, Optional
 
@@ -63,6 +64,15 @@ class Driver:
         """The connection's socket file descriptor, if the driver exposes it."""
         return None
 
+    def connect_timeout_kwargs(self, seconds: Optional[float]) -> dict[str, Any]:
+        """The driver's own connect-timeout argument, as a backstop to the pool's.
+
+        The pool enforces ``connect_timeout`` itself; a connect it gave up on in
+        an OS thread still ends, and closes its socket, once the driver's own
+        timeout (slightly longer) fires.  Empty when the driver has none.
+        """
+        return {}
+
 
 class Psycopg2Driver(Driver):
     name = "psycopg2"
@@ -100,6 +110,10 @@ class Psycopg2Driver(Driver):
         except Exception:
             return None
 
+    def connect_timeout_kwargs(self, seconds: Optional[float]) -> dict[str, Any]:
+        # libpq takes whole seconds and treats anything below 2 as 2.
+        return {} if seconds is None else {"connect_timeout": max(2, math.ceil(seconds) + 1)}
+
 
 #: PyMySQL/MySQLdb client error codes that mean the connection is gone.
 MYSQL_DISCONNECT_CODES = frozenset(
@@ -125,7 +139,13 @@ class MySQLDriver(Driver):
         status = getattr(conn, "server_status", None)
         if not isinstance(status, int):
             return None
-        return bool(status & 1)  # SERVER_STATUS_IN_TRANS
+        if status & 1:  # SERVER_STATUS_IN_TRANS
+            return True
+        if status & 2:  # SERVER_STATUS_AUTOCOMMIT: nothing can be left open
+            return False
+        # Without autocommit a plain SELECT opens an InnoDB read view that the server
+        # does not flag; only a rollback is sure to release it.
+        return None
 
     def is_closed(self, conn: Any) -> bool:
         is_open = getattr(conn, "open", None)
@@ -140,6 +160,9 @@ class MySQLDriver(Driver):
         code = args[0] if args and isinstance(args[0], int) else None
         # 1317 (query interrupted, e.g. KILL QUERY) leaves the connection usable.
         return code in MYSQL_DISCONNECT_CODES
+
+    def connect_timeout_kwargs(self, seconds: Optional[float]) -> dict[str, Any]:
+        return {} if seconds is None else {"connect_timeout": seconds + 1.0}
 
     def ping(self, conn: Any) -> None:
         ping = getattr(conn, "ping", None)

@@ -39,6 +39,13 @@ class _GeventTask(Task):
         self._greenlet.kill(block=False)
 
 
+def _capture(fn: Callable[..., Any], args: tuple) -> tuple[bool, Any]:
+    try:
+        return True, fn(*args)
+    except BaseException as exc:  # re-raised in the calling greenlet
+        return False, exc
+
+
 class GeventHub(Hub):
     """gevent greenlets; OS-thread calls go through the gevent hub's thread pool."""
 
@@ -65,12 +72,18 @@ class GeventHub(Hub):
     def run_in_thread(
         self, fn: Callable[..., T], *args: Any, timeout: Optional[float] = None
     ) -> T:
-        result = gevent.get_hub().threadpool.spawn(fn, *args)
+        # The outcome travels back as a value: gevent would report an exception
+        # raised in its thread pool on stderr as well as re-raising it.
+        result = gevent.get_hub().threadpool.spawn(_capture, fn, args)
         if timeout is None:
-            return result.get()
-        expired = TimeoutError(f"call did not finish within {timeout} s")
-        with gevent.Timeout(timeout, expired):
-            return result.get()
+            ok, value = result.get()
+        else:
+            expired = TimeoutError(f"call did not finish within {timeout} s")
+            with gevent.Timeout(timeout, expired):
+                ok, value = result.get()
+        if not ok:
+            raise value
+        return value
 
     def current_task(self) -> Any:
         return greenlet.getcurrent()

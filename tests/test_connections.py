@@ -1,0 +1,409 @@
+"""RawConnectionPool and TpooledConnectionPool on the fake driver, on every hub."""
+
+from __future__ import annotations
+
+import gc
+import logging
+
+import pytest
+
+import greenpool
+from greenpool import (
+    ConnectionReturned,
+    ConnectTimeout,
+    ForeignConnection,
+    PoolClosed,
+    PoolTimeout,
+    RawConnectionPool,
+    TpooledConnectionPool,
+)
+from tests.support.fakedb import make_fakedb
+from tests.support.tasks import Spawned, wait_until
+
+SECRET = "s3cret-pw"
+
+
+@pytest.fixture(params=[RawConnectionPool, TpooledConnectionPool], ids=["raw", "tpooled"])
+def pool_cls(request):
+    return request.param
+
+
+@pytest.fixture
+def db():
+    return make_fakedb()
+
+
+@pytest.fixture
+def make_pool(pool_cls, db, hub):
+    pools = []
+
+    def make(*args, **kwargs):
+        kwargs.setdefault("hub", hub)
+        kwargs.setdefault("password", SECRET)
+        kwargs.setdefault("host", "db1")
+        pool = pool_cls(db, *args, **kwargs)
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        pool.close()
+
+
+def test_eventlet_constructor_and_connect_arguments(make_pool, db):
+    pool = make_pool(1, 3, 10, 30, 5, greenpool.cleanup_rollback, "positional", user="bob")
+    assert db.connects == 1 and pool.current_size == 1
+    args, kwargs = db.connect_calls[0]
+    assert args == ("positional",)
+    assert kwargs == {"user": "bob", "password": SECRET, "host": "db1"}
+
+
+def test_connect_callable_instead_of_module(pool_cls, db, hub):
+    pool = pool_cls(lambda: db.connect(dsn="x"), hub=hub)
+    with pool.item() as conn:
+        assert conn.kwargs == {"dsn": "x"}
+    pool.close()
+
+
+def test_wrapper_delegates_every_attribute(make_pool, db):
+    pool = make_pool()
+    conn = pool.get()
+    assert conn.server_version == 150000
+    conn.autocommit = True
+    assert db.connections[0].autocommit is True and conn.autocommit is True
+    cur = conn.cursor()
+    cur.execute("SELECT 42")
+    assert cur.fetchall() == [(42,)]
+    assert [row for row in _execute(conn, "SELECT 7")] == [(7,)]
+    conn.ping()
+    assert db.pings == 1
+    pool.put(conn)
+
+
+def _execute(conn, sql):
+    cur = conn.cursor()
+    cur.execute(sql)
+    return cur
+
+
+def test_with_connection_behaves_like_the_driver(make_pool, db):
+    pool = make_pool()
+    conn = pool.get()
+    with conn as inner:
+        assert inner is conn
+        conn.cursor().execute("UPDATE t SET x = 1")
+    assert db.commits == 1 and conn  # the fake's __exit__ commits and does not close
+    with pytest.raises(ZeroDivisionError):
+        with conn:
+            conn.cursor().execute("UPDATE t SET x = 2")
+            raise ZeroDivisionError
+    assert db.rollbacks == 1
+    conn.close()
+
+
+def test_returned_wrapper_is_false_and_unusable(make_pool):
+    pool = make_pool()
+    conn = pool.get()
+    conn.close()
+    assert not conn
+    with pytest.raises(ConnectionReturned, match="returned to its pool"):
+        conn.cursor()
+    with pytest.raises(AttributeError):
+        conn.autocommit  # noqa: B018
+    conn.close()  # a second close is a no-op, like DB-API close on a closed cursor
+
+
+def test_put_twice_or_foreign_raises_and_changes_nothing(make_pool, db):
+    pool = make_pool()
+    other = make_pool()
+    conn = pool.get()
+    pool.put(conn)
+    before = pool.stats()
+    with pytest.raises(ForeignConnection):
+        pool.put(conn)
+    foreign = other.get()
+    with pytest.raises(ForeignConnection):
+        pool.put(foreign)
+    with pytest.raises(ForeignConnection):
+        pool.put(db.connect())
+    after = pool.stats()
+    assert (after.size, after.idle, after.in_use) == (before.size, before.idle, before.in_use)
+    assert after.bad_returns == 2
+    assert foreign  # still checked out of its own pool
+    other.put(foreign)
+
+
+def test_rollback_on_return_only_when_a_transaction_is_open(make_pool, db):
+    pool = make_pool()
+    with pool.item() as conn:
+        conn.cursor().execute("SELECT 1")  # the fake opens a transaction on any statement
+    assert db.rollbacks == 1
+    with pool.item() as conn:
+        conn.autocommit = True
+        conn.cursor().execute("SELECT 1")
+    assert db.rollbacks == 1  # nothing open: no round trip
+
+
+def test_custom_and_disabled_cleanup(make_pool, db):
+    seen = []
+    pool = make_pool(cleanup=lambda raw: seen.append(raw))
+    conn = pool.get()
+    raw = db.connections[0]
+    pool.put(conn)
+    assert seen == [raw]
+    pool.put(pool.get(), cleanup=None)
+    assert seen == [raw] and db.rollbacks == 0
+
+
+def test_failing_cleanup_closes_connection_and_frees_slot(make_pool, db, caplog):
+    pool = make_pool(max_size=1)
+    conn = pool.get()
+    conn.cursor().execute("UPDATE t SET x = 1")
+    db.fail_rollback = True
+    with caplog.at_level(logging.WARNING, logger="greenpool"):
+        pool.put(conn)
+    assert "cleanup of connection #1 failed" in caplog.text
+    assert pool.current_size == 0 and db.closes == 1 and pool.stats().lost == 1
+    db.fail_rollback = False
+    with pool.item() as again:
+        assert again.id == 2
+
+
+def test_put_none_frees_a_slot(make_pool):
+    pool = make_pool(max_size=1)
+    pool.get()
+    pool.put(None)
+    assert pool.free() == 1
+    assert pool.get(timeout=0.5)
+
+
+def test_max_idle_sweeper_closes_idle_connections(make_pool, db, hub):
+    pool = make_pool(max_size=3, max_idle=0.05)
+    conns = [pool.get() for _ in range(3)]
+    for conn in conns:
+        pool.put(conn)
+    assert pool.current_size == 3
+    wait_until(hub, lambda: pool.current_size == 0 and db.closes == 3, timeout=3)
+    assert pool.stats().expired == 3
+
+
+def test_max_age_closes_on_return_and_never_hands_out_expired(make_pool, db, hub):
+    pool = make_pool(max_size=1, max_age=0.05, max_idle=None)
+    conn = pool.get()
+    hub.sleep(0.06)
+    pool.put(conn)  # too old: closed instead of pooled
+    assert db.closes == 1 and pool.current_size == 0
+    with pool.item() as conn:
+        first = conn.id
+    hub.sleep(0.06)
+    with pool.item() as conn:
+        assert conn.id != first
+
+
+def test_max_idle_zero_closes_every_connection_on_return(make_pool, db):
+    pool = make_pool(max_size=2, max_idle=0)
+    for _ in range(3):
+        with pool.item() as conn:
+            conn.cursor().execute("SELECT 1")
+    assert db.connects == 3 and db.closes == 3 and pool.current_size == 0
+
+
+def test_max_age_zero_is_a_concurrency_limiter(make_pool, db):
+    pool = make_pool(max_size=1, max_age=0)
+    for _ in range(3):
+        with pool.item():
+            pass
+    assert db.connects == 3 and db.closes == 3
+
+
+def test_min_size_opened_at_start_and_topped_up_after_expiry(make_pool, db, hub):
+    pool = make_pool(min_size=2, max_size=4, max_idle=0.05)
+    assert db.connects == 2 and pool.current_size == 2
+    wait_until(hub, lambda: db.closes >= 2 and db.connects >= 4, timeout=3)
+    wait_until(hub, lambda: len(db.open_connections()) == 2 == pool.current_size, timeout=3)
+
+
+def test_connect_timeout_green_connect(make_pool, db, hub):
+    db.connect_delay = 1.0
+    pool = make_pool(connect_timeout=0.05)
+    start = hub.monotonic()
+    with pytest.raises(ConnectTimeout, match="connect_timeout=0.05") as info:
+        pool.get()
+    elapsed = hub.monotonic() - start
+    assert 0.05 <= elapsed < 0.5
+    assert SECRET not in str(info.value)
+    assert isinstance(info.value, PoolTimeout)
+    assert pool.current_size == 0 and pool.stats().connect_timeouts == 1
+
+
+def test_tpooled_connect_timeout_closes_the_late_connection(hub, db):
+    db.connect_delay = 0.2
+    db.connect_delay_mode = "block"
+    pool = TpooledConnectionPool(db, connect_timeout=0.05, hub=hub)
+    with pytest.raises(ConnectTimeout):
+        pool.get()
+    assert pool.current_size == 0
+    wait_until(hub, lambda: db.connects == 1 and db.closes == 1, timeout=3)
+    assert db.open_connections() == []
+    pool.close()
+
+
+def test_tpooled_blocking_calls_do_not_block_the_hub(green_hub, db):
+    db.connect_delay = 0.2
+    db.connect_delay_mode = "block"
+    pool = TpooledConnectionPool(db, hub=green_hub)
+    ticks = []
+
+    def ticker():
+        for _ in range(10):
+            green_hub.sleep(0.01)
+            ticks.append(1)
+
+    task = Spawned(green_hub, ticker)
+    with pool.item():
+        pass
+    task.wait()
+    assert len(ticks) == 10
+    assert db.connects == 1
+    pool.close()
+
+
+def test_close_wakes_waiters_and_closes_returned_connections(make_pool, db, hub):
+    pool = make_pool(max_size=1)
+    conn = pool.get()
+    waiter = Spawned(hub, pool.get)
+    wait_until(hub, lambda: pool.waiting() == 1)
+    pool.close()
+    assert isinstance(waiter.outcome(), PoolClosed)
+    with pytest.raises(PoolClosed):
+        pool.get()
+    pool.put(conn)
+    assert db.open_connections() == [] and pool.current_size == 0
+    assert "closed" in repr(pool)
+
+
+def test_clear_closes_idle_only(make_pool, db):
+    pool = make_pool(max_size=3)
+    a, b = pool.get(), pool.get()
+    pool.put(a)
+    pool.clear()
+    assert db.closes == 1 and pool.current_size == 1
+    pool.put(b)
+    assert pool.current_size == 1
+
+
+def test_garbage_collected_wrapper_frees_its_slot(make_pool, db, hub, caplog):
+    pool = make_pool(max_size=1)
+
+    def leak():
+        pool.get()  # dropped on the floor
+
+    with caplog.at_level(logging.WARNING, logger="greenpool"):
+        leak()
+        gc.collect()
+        with pool.item(timeout=2) as conn:
+            assert conn.id == 2
+    assert "garbage collected without being returned" in caplog.text
+    assert "test_connections.py" in caplog.text
+    assert db.connections[0].closed and pool.stats().orphans == 1
+
+
+def test_waiter_reclaims_garbage_collected_connection(make_pool, db, hub):
+    pool = make_pool(max_size=1)
+    holder = {"conn": pool.get()}
+    waiter = Spawned(hub, pool.get, 5)
+    wait_until(hub, lambda: pool.waiting() == 1)
+    del holder["conn"]
+    gc.collect()
+    got = waiter.wait()
+    assert got.id == 2
+    pool.put(got)
+
+
+def test_pool_level_checkout_timeout(make_pool):
+    pool = make_pool(max_size=1, timeout=0.02)
+    held = pool.get()
+    with pytest.raises(PoolTimeout):
+        pool.get()
+    pool.put(held)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, text",
+    [
+        ({"max_idle": -1}, ValueError, "max_idle must be >= 0 seconds, got -1"),
+        ({"max_age": "old"}, TypeError, "max_age must be a number of seconds, got 'old'"),
+        ({"connect_timeout": -0.5}, ValueError, "connect_timeout must be >= 0"),
+        ({"timeout": float("nan")}, ValueError, "timeout must be >= 0"),
+        ({"cleanup": 3}, TypeError, "cleanup must be callable, got 3"),
+        ({"max_size": -1}, ValueError, "max_size must be >= 0, got -1"),
+        ({"min_size": 3, "max_size": 2}, ValueError, "min_size"),
+    ],
+)
+def test_bad_options_name_the_option(pool_cls, db, hub, kwargs, error, text):
+    with pytest.raises(error, match=text):
+        pool_cls(db, hub=hub, password=SECRET, **kwargs)
+
+
+def test_bad_module(pool_cls, hub):
+    with pytest.raises(TypeError, match="db_module must be a DB-API module"):
+        pool_cls(42, hub=hub)
+
+
+def test_credentials_never_in_repr_logs_or_errors(make_pool, db, caplog):
+    with caplog.at_level(logging.DEBUG, logger="greenpool"):
+        pool = make_pool(name="orders", port=5433, dbname="shop", user="bob")
+        conn = pool.get()
+        text = repr(pool) + repr(conn) + str(pool.stats())
+        pool.put(conn)
+        db.connect_error = db.OperationalError("refused")
+        pool.clear()
+        with pytest.raises(db.OperationalError):
+            pool.get()
+    assert "db1:5433/shop" in repr(pool)
+    assert SECRET not in text and SECRET not in caplog.text
+    assert "'orders'" in repr(pool) and "hub" in repr(pool)
+
+
+def test_stats_are_consistent(make_pool, db, hub):
+    pool = make_pool(max_size=4)
+    held = [pool.get() for _ in range(3)]
+    pool.put(held.pop())
+    s = pool.stats()
+    assert s.size == s.idle + s.in_use + s.creating <= s.max_size
+    assert (s.in_use, s.idle, s.opened) == (2, 1, 3)
+    for conn in held:
+        pool.put(conn)
+
+
+def test_many_green_threads_share_few_connections(make_pool, db, hub):
+    db.query_delay = 0.001
+    pool = make_pool(max_size=4)
+    holders = {}
+    errors = []
+
+    def worker(n):
+        for _ in range(5):
+            with pool.item(timeout=10) as conn:
+                key = id(conn._entry)
+                if key in holders:
+                    errors.append(f"{n} and {holders[key]} share a connection")
+                holders[key] = n
+                conn.cursor().execute("SELECT 1")
+                del holders[key]
+
+    tasks = [Spawned(hub, worker, n) for n in range(40)]
+    for task in tasks:
+        task.wait(30)
+    assert errors == []
+    assert db.connects <= 4 and pool.free() == 4
+    assert len(db.open_connections()) == pool.current_size
+
+
+def test_resize_down_closes_surplus(make_pool, db):
+    pool = make_pool(max_size=3)
+    conns = [pool.get() for _ in range(3)]
+    for conn in conns:
+        pool.put(conn)
+    pool.resize(1)
+    assert pool.current_size == 1 and db.closes == 2

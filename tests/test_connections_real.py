@@ -1,0 +1,175 @@
+"""The connection pools against the real PostgreSQL (psycopg2) and MariaDB (PyMySQL).
+
+Each hub runs this file in its own process, so every case runs under eventlet
+and gevent (monkey patched, psycopg2 made green by its wait callback) and under
+plain threads.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from greenpool import ConnectTimeout, RawConnectionPool, TpooledConnectionPool
+from greenpool.drivers import driver_for
+from tests.support.tasks import Spawned
+
+
+class Backend:
+    def __init__(self, name, module, kwargs, sleep_sql, whoami_sql):
+        self.name = name
+        self.module = module
+        self.kwargs = kwargs
+        self.sleep_sql = sleep_sql
+        self.whoami_sql = whoami_sql
+
+
+@pytest.fixture(params=["postgres", "mariadb"])
+def backend(request):
+    kwargs = request.getfixturevalue(request.param)
+    if request.param == "postgres":
+        import psycopg2
+
+        return Backend(
+            "postgres", psycopg2, kwargs, "SELECT pg_sleep(%s)", "SELECT current_database()"
+        )
+    import pymysql
+
+    return Backend("mariadb", pymysql, kwargs, "SELECT SLEEP(%s)", "SELECT DATABASE()")
+
+
+def _skip_pymysql_in_gevent_threads(pool_cls, backend, hub):
+    if pool_cls is TpooledConnectionPool and backend.name == "mariadb" and hub.name == "gevent":
+        pytest.skip(
+            "PyMySQL is pure Python: under gevent's monkey patching its sockets belong to the "
+            "hub's thread, so it cannot run in OS threads; use RawConnectionPool (it is green)"
+        )
+
+
+@pytest.fixture(params=[RawConnectionPool, TpooledConnectionPool], ids=["raw", "tpooled"])
+def pool(request, backend, hub):
+    _skip_pymysql_in_gevent_threads(request.param, backend, hub)
+    name = f"{backend.name}-test"
+    pool = request.param(backend.module, 0, 4, hub=hub, name=name, **backend.kwargs)
+    yield pool
+    pool.close()
+
+
+def _scalar(conn, sql, *params):
+    cur = conn.cursor()
+    cur.execute(sql, params or None)
+    row = cur.fetchone()
+    cur.close()
+    return row[0]
+
+
+def test_query_through_the_pool(pool, backend):
+    with pool.item() as conn:
+        assert _scalar(conn, backend.whoami_sql) == "test"
+        assert _scalar(conn, "SELECT 1 + 1") == 2
+    s = pool.stats()
+    assert (s.size, s.idle, s.opened) == (1, 1, 1)
+
+
+def test_driver_attributes_are_reachable(pool, backend):
+    with pool.item() as conn:
+        if backend.name == "postgres":
+            assert conn.server_version > 90000
+            assert conn.closed == 0
+            conn.autocommit = True
+            assert conn.autocommit is True
+            conn.autocommit = False
+        else:
+            assert conn.open is True
+            conn.ping(reconnect=False)
+            assert conn.get_autocommit() is False
+
+
+def test_uncommitted_work_is_rolled_back_on_return(pool, backend, hub):
+    table = f"greenpool_rollback_{hub.name}_{type(pool).__name__.lower()}"
+    with pool.item() as conn:
+        cur = conn.cursor()
+        cur.execute(f"DROP TABLE IF EXISTS {table}")
+        cur.execute(f"CREATE TABLE {table} (x INT)")
+        conn.commit()
+        cur.execute(f"INSERT INTO {table} VALUES (1)")
+        # returned without commit
+    with pool.item() as conn:
+        assert _scalar(conn, f"SELECT COUNT(*) FROM {table}") == 0
+        assert driver_for(conn._entry.conn).in_transaction(conn._entry.conn) is not False
+        conn.cursor().execute(f"DROP TABLE {table}")
+        conn.commit()
+        assert driver_for(conn._entry.conn).in_transaction(conn._entry.conn) is not True
+
+
+def test_green_threads_overlap_their_queries(pool, backend, hub):
+    """A query blocks only its own green thread: others run meanwhile."""
+    if not hub.green:
+        pytest.skip("overlap of green threads is a green-hub property")
+    ticks = []
+
+    def ticker():
+        for _ in range(10):
+            hub.sleep(0.01)
+            ticks.append(hub.monotonic())
+
+    task = Spawned(hub, ticker)
+    with pool.item() as conn:
+        _scalar(conn, backend.sleep_sql, 0.3)
+    assert len(ticks) >= 8, "the hub was blocked during the query"
+    task.wait()
+
+
+def test_many_workers_share_four_connections(pool, backend, hub):
+    workers = 50 if hub.green else 12
+    seen = []
+
+    def work():
+        for _ in range(3):
+            with pool.item(timeout=30) as conn:
+                seen.append(_scalar(conn, "SELECT 1"))
+
+    tasks = [Spawned(hub, work) for _ in range(workers)]
+    for task in tasks:
+        task.wait(60)
+    assert len(seen) == workers * 3
+    s = pool.stats()
+    assert s.opened <= 4 and s.in_use == 0 and pool.free() == 4
+
+
+def test_pymysql_with_block_returns_connection_to_pool(backend, hub):
+    if backend.name != "mariadb":
+        pytest.skip("PyMySQL's `with conn:` closes the connection")
+    pool = RawConnectionPool(backend.module, hub=hub, **backend.kwargs)
+    with pool.get() as conn:
+        assert _scalar(conn, "SELECT 1") == 1
+    assert not conn
+    s = pool.stats()
+    assert (s.idle, s.in_use, s.closed) == (1, 0, 0)
+    pool.close()
+
+
+@pytest.fixture
+def deaf_port():
+    """A loopback listener that accepts TCP connections but never says a word."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    yield sock.getsockname()[1]
+    sock.close()
+
+
+@pytest.mark.parametrize("pool_cls", [RawConnectionPool, TpooledConnectionPool])
+def test_connect_timeout_against_a_deaf_server(backend, hub, deaf_port, pool_cls):
+    _skip_pymysql_in_gevent_threads(pool_cls, backend, hub)
+    kwargs = dict(backend.kwargs, port=deaf_port)
+    pool = pool_cls(backend.module, connect_timeout=0.2, hub=hub, **kwargs)
+    start = time.monotonic()
+    with pytest.raises(ConnectTimeout):
+        pool.get()
+    elapsed = time.monotonic() - start
+    assert 0.2 <= elapsed < 0.2 + 0.25, elapsed
+    assert pool.current_size == 0
+    pool.close()
