@@ -118,6 +118,9 @@ class Pool(Generic[T]):
         self._creating = 0
         self._waiters: Deque[_Waiter] = deque()
         self._lock = self.hub.lock()
+        # Green threads switch only at I/O or sleep, so the lock-free fast paths of
+        # get()/put() are safe there; preemptive threads always take the lock.
+        self._cooperative = not self.hub.preemptive
         self._requests = self._waits = self._timeouts = 0
         self._created = self._create_failures = 0
         self._prefill(min_size)
@@ -160,6 +163,12 @@ class Pool(Generic[T]):
         :class:`~greenpool.errors.PoolTimeout`.  It does not bound
         :meth:`create` itself.
         """
+        if self._cooperative:
+            # Fast path: on a green hub nothing can run between these lines.
+            free = self.free_items
+            if free:
+                self._requests += 1
+                return free.popleft()
         with self._lock:
             self._requests += 1
             if self.free_items:
@@ -227,9 +236,13 @@ class Pool(Generic[T]):
         When the pool was shrunk by :meth:`resize` and is still over its new
         ``max_size``, the item is retired instead.
         """
-        self._dispatch(item)
-
-    def _dispatch(self, item: T) -> None:
+        if self._cooperative and not self._waiters and self.current_size <= self.max_size:
+            # Fast path: on a green hub nothing can run between these lines.
+            if self.order_as_stack:
+                self.free_items.appendleft(item)
+            else:
+                self.free_items.append(item)
+            return
         with self._lock:
             if self.current_size > self.max_size:
                 self.current_size -= 1
@@ -248,6 +261,9 @@ class Pool(Generic[T]):
             waiter.event.set()
         else:
             self._retire(item)
+
+    #: The hand-off itself, for subclasses whose put() does more (cleanup, checks).
+    _dispatch = put
 
     def _release_slot(self, creating: bool = False) -> None:
         """Forget one slot (its item is gone, or was never made) and let a waiter create."""

@@ -72,6 +72,8 @@ class Hub(abc.ABC):
     name: str = ""
     #: True when tasks are green threads that only switch at I/O or sleep.
     green: bool = False
+    #: True when a task can be interrupted between any two bytecodes (OS threads).
+    preemptive: bool = True
     #: The library's own timeout exception class (a BaseException on green hubs).
     Timeout: type[BaseException] = TimeoutError
     #: The exceptions that mean "this task was killed".

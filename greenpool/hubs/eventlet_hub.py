@@ -47,6 +47,7 @@ class EventletHub(Hub):
 
     name = "eventlet"
     green = True
+    preemptive = False
     Timeout = eventlet.Timeout
     killed = (greenlet.GreenletExit,)
 

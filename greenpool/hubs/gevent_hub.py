@@ -51,6 +51,7 @@ class GeventHub(Hub):
 
     name = "gevent"
     green = True
+    preemptive = False
     Timeout = gevent.Timeout
     killed = (greenlet.GreenletExit,)
 
