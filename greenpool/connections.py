@@ -13,18 +13,22 @@ which runs it in place (``RawConnectionPool``) or in an OS thread
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import sys
+import traceback
 import types
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Optional
+from typing import Any, Callable, Deque, Iterator, Optional
 
 from . import _checks
+from .backoff import ConnectGate
 from .drivers import Driver, describe_target, driver_for
 from .errors import ConnectTimeout, ForeignConnection, PoolClosed
-from .hubs import HubSpec
+from .health import resolve_check, socket_hung_up
+from .hubs import HubSpec, resolve_hub
 from .hubs.base import original_lock
 from .pool import Pool, PoolStats
 from .proxy import PooledConnectionWrapper, ThreadProxy
@@ -71,6 +75,9 @@ class _Entry:
         "taken_where",
         "checkouts",
         "in_use",
+        "generation",
+        "revoked",
+        "leak_reported",
     )
 
     def __init__(self, conn: Any, delegate: Any, serial: int, now: float, max_age: Any) -> None:
@@ -87,6 +94,9 @@ class _Entry:
         self.taken_where = ""
         self.checkouts = 0
         self.in_use = False
+        self.generation = 0
+        self.revoked = False  # force-closed by close(timeout) while checked out
+        self.leak_reported = False
 
     def __repr__(self) -> str:
         return f"<connection #{self.serial}>"
@@ -117,7 +127,9 @@ class _ConnectDeadline(BaseException):
 
 
 #: Reasons to close a returned connection that count as "lost" in the stats.
-_LOST_REASONS = frozenset({"closed by its user or server", "cleanup failed"})
+_LOST_REASONS = frozenset(
+    {"closed by its user or server", "cleanup failed", "returned in the middle of a query"}
+)
 
 
 class _PendingConnect:
@@ -181,6 +193,21 @@ class BaseConnectionPool(Pool[_Entry]):
     arguments whose names the pool itself uses, such as the driver's own
     ``connect_timeout``).
 
+    Reliability options (keyword-only):
+
+    * ``check`` ("ping"): the health check at checkout: "ping" (the driver's
+      cheap liveness test), "off"/None, SQL text, or a callable taking the raw
+      connection.  A closed connection, or an idle one whose socket is readable
+      (the server hung up), is caught first without a round trip; the round
+      trip is skipped for a connection used within ``check_interval`` (0.5 s).
+      A connection that fails is closed and another one tried.
+    * ``leak_timeout`` (None): a connection held longer is logged once, with
+      the stack that took it.
+    * ``reconnect_backoff`` ((0.05, 2.0)): after a failed connect, the first and
+      longest delay before the next attempt; meanwhile one caller at a time
+      tries, and others fail with :class:`~greenpool.errors.DatabaseUnavailable`
+      when their timeout passes.
+
     For psycopg2 and PyMySQL the driver's own connect timeout is set a little
     above ``connect_timeout`` unless given in ``connect_kwargs``, so that a
     connect the pool gave up on in an OS thread ends and closes its socket.
@@ -202,6 +229,10 @@ class BaseConnectionPool(Pool[_Entry]):
         max_waiting: Optional[int] = None,
         order_as_stack: bool = True,
         connect_kwargs: Optional[dict[str, Any]] = None,
+        check: Any = "ping",
+        check_interval: float = 0.5,
+        leak_timeout: Optional[float] = None,
+        reconnect_backoff: tuple[float, float] = (0.05, 2.0),
         **kwargs: Any,
     ) -> None:
         if isinstance(db_module, types.ModuleType) or (
@@ -233,7 +264,24 @@ class BaseConnectionPool(Pool[_Entry]):
         self.connect_args = args
         self.connect_kwargs = merged
         self.target = describe_target(args, merged)
+        self._check = resolve_check(check, self._driver)
+        interval = _checks.check_seconds("check_interval", check_interval, allow_none=False)
+        self.check_interval: float = interval or 0.0
+        self.leak_timeout = _checks.check_seconds("leak_timeout", leak_timeout)
+        if (
+            not isinstance(reconnect_backoff, tuple)
+            or len(reconnect_backoff) != 2
+            or not all(isinstance(v, (int, float)) and v > 0 for v in reconnect_backoff)
+            or reconnect_backoff[0] > reconnect_backoff[1]
+        ):
+            raise ValueError(
+                "reconnect_backoff must be (first delay, longest delay) in seconds, "
+                f"0 < first <= longest, got {reconnect_backoff!r}"
+            )
         self._closed = False
+        self._generation = 0
+        self._suspect_before = float("-inf")
+        self._in_use: set[_Entry] = set()
         self._serials = 0
         self._orphans: Deque[tuple[_Entry, int]] = deque()
         self._opened = self._closed_count = self._connect_failures = 0
@@ -241,6 +289,11 @@ class BaseConnectionPool(Pool[_Entry]):
         self._orphan_count = 0
         self._wait_time = self._usage_time = 0.0
         self._sweeper: Optional[Sweeper] = None
+        self._gate = ConnectGate(
+            resolve_hub(hub),
+            f"{type(self).__name__} {name!r}" if name else type(self).__name__,
+            *reconnect_backoff,
+        )
         super().__init__(
             min_size,
             max_size,
@@ -251,6 +304,20 @@ class BaseConnectionPool(Pool[_Entry]):
         )
         self._sweeper = Sweeper(self, self.hub)
         self._schedule_sweep()
+
+    def _create_item(self, deadline: Optional[float]) -> _Entry:
+        gate = self._gate
+        gate.enter(deadline)
+        try:
+            entry = self.create()
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                gate.failed(exc)
+            else:
+                gate.leave()
+            raise
+        gate.succeeded()
+        return entry
 
     # -- blocking work: in place, or in an OS thread (TpooledConnectionPool) ------------
 
@@ -338,6 +405,7 @@ class BaseConnectionPool(Pool[_Entry]):
         if self._driver is _GENERIC_DRIVER and self._module is None:
             self._driver = driver_for(conn)
         entry = _Entry(conn, self._delegate(conn), serial, now, self.max_age)
+        entry.generation = self._generation
         log.debug("%s: opened connection #%d to %s", self._label(), serial, self.target)
         return entry
 
@@ -397,7 +465,7 @@ class BaseConnectionPool(Pool[_Entry]):
                 self._sweeper.schedule(soonest)
 
     def _sweep(self) -> Optional[float]:
-        """Close idle connections past max_idle/max_age; return the next deadline.
+        """Close idle connections past max_idle/max_age, report leaks; the next deadline.
 
         Called by the sweeper.  Tops the pool back up to ``min_size``.
         """
@@ -419,10 +487,31 @@ class BaseConnectionPool(Pool[_Entry]):
         for entry in expired:
             self._retire(entry)
             log.debug("%s: connection #%d expired", self._label(), entry.serial)
+        if self.leak_timeout is not None:
+            deadlines.extend(self._report_leaks(now, self.leak_timeout))
         if missing > 0:
             self.hub.spawn(self._top_up, missing)
         soonest = min(deadlines, default=float("inf"))
         return None if soonest == float("inf") else soonest
+
+    def _report_leaks(self, now: float, leak_timeout: float) -> list[float]:
+        """Log connections held past ``leak_timeout`` (once each); their next deadlines."""
+        pending = []
+        for entry in list(self._in_use):
+            if entry.leak_reported:
+                continue
+            due = entry.taken_at + leak_timeout
+            if now < due:
+                pending.append(due)
+                continue
+            entry.leak_reported = True
+            log.warning(
+                "%s: connection #%d has been checked out for %.1f s (leak_timeout=%s s); "
+                "taken at:\n%s",
+                self._label(), entry.serial, now - entry.taken_at, leak_timeout,
+                entry.taken_where,
+            )
+        return pending
 
     def _top_up(self, count: int) -> None:
         for _ in range(count):
@@ -437,6 +526,9 @@ class BaseConnectionPool(Pool[_Entry]):
                 log.warning("%s: could not reopen a min_size connection: %s", self._label(), exc)
                 return
             entry.last_used = self.hub.monotonic()
+            if self._closed:
+                self._discard(entry, "pool closed")
+                return
             self._dispatch(entry)
         self._schedule_sweep()
 
@@ -448,8 +540,11 @@ class BaseConnectionPool(Pool[_Entry]):
         ``timeout`` (default: the pool's ``timeout``, None to wait for ever)
         bounds the wait for a connection to come back; it raises
         :class:`~greenpool.errors.PoolTimeout`.  Opening a connection is bounded
-        by ``connect_timeout`` (:class:`~greenpool.errors.ConnectTimeout`).
-        Raises :class:`~greenpool.errors.PoolClosed` after :meth:`close`.
+        by ``connect_timeout`` (:class:`~greenpool.errors.ConnectTimeout`); while
+        the database is down, :class:`~greenpool.errors.DatabaseUnavailable`.
+        A connection that is expired or fails its health check is closed and
+        another one taken.  Raises :class:`~greenpool.errors.PoolClosed` after
+        :meth:`close`.
         """
         if self._closed:
             raise PoolClosed(f"{self._label()} is closed")
@@ -461,23 +556,67 @@ class BaseConnectionPool(Pool[_Entry]):
         while True:
             entry = Pool.get(self, timeout)
             now = self.hub.monotonic()
-            if not self._is_expired(entry, now) or entry.checkouts == 0:
+            if entry.checkouts == 0:
+                break  # just opened: nothing to check
+            try:
+                problem = self._checkout_problem(entry, now)
+            except BaseException:
+                self._discard(entry, "interrupted during its health check", lost=True)
+                raise
+            if problem is None:
                 break
-            with self._lock:
-                self._expired += 1
-            self._discard(entry, "expired")
+            self._discard(entry, problem, lost=problem != "expired")
             if timeout is not None:
                 timeout = max(0.0, timeout - (now - started))
         if now - started > 0.0005:
             self._wait_time += now - started
         return self._checkout(entry, now)
 
+    def _checkout_problem(self, entry: _Entry, now: float) -> Optional[str]:
+        """Why a pooled connection must not be handed out, or None if it may."""
+        if self._is_expired(entry, now):
+            with self._lock:
+                self._expired += 1
+            return "expired"
+        if entry.generation != self._generation:
+            return "drained"
+        check = self._check
+        if check is None:
+            return None
+        conn = entry.conn
+        driver = self._driver
+        if driver.is_closed(conn):
+            return "found closed at checkout"
+        if socket_hung_up(driver.fileno(conn)):
+            self._suspect_before = now
+            return "server hung up while it was idle"
+        if now - entry.last_used < self.check_interval and entry.last_used > self._suspect_before:
+            return None
+        try:
+            self._blocking(check, conn)
+        except Exception as exc:
+            self._suspect_before = now
+            log.warning(
+                "%s: connection #%d failed its health check, closing it: %r",
+                self._label(), entry.serial, exc,
+            )
+            return "failed its health check"
+        entry.last_used = now
+        return None
+
     def _checkout(self, entry: _Entry, now: float) -> PooledConnectionWrapper:
         entry.in_use = True
         entry.checkouts += 1
         entry.taken_at = now
-        frame = sys._getframe(2)
-        entry.taken_where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        self._in_use.add(entry)
+        if self.leak_timeout is None:
+            frame = sys._getframe(2)
+            entry.taken_where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        else:
+            entry.leak_reported = False
+            entry.taken_where = "".join(traceback.format_stack(sys._getframe(2), limit=12))
+            if self._sweeper is not None:
+                self._sweeper.schedule(now + self.leak_timeout)
         return PooledConnectionWrapper(entry.delegate, self, entry)
 
     def _wait_for_event(self, event: Any, timeout: Optional[float]) -> None:
@@ -496,13 +635,51 @@ class BaseConnectionPool(Pool[_Entry]):
 
     # -- return --------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def item(  # type: ignore[override]
+        self, timeout: Optional[float] = _MISSING, cleanup: Any = _MISSING
+    ) -> Iterator[PooledConnectionWrapper]:
+        """``with pool.item() as conn:`` checks a connection out and always gives it back.
+
+        If the block raises a disconnect-class error (per driver), or is
+        interrupted by a hub ``Timeout``, ``kill()`` or another
+        ``BaseException`` (the connection may be mid-query), the connection is
+        closed instead of reused.
+        """
+        conn = self.get(timeout)
+        try:
+            yield conn
+        except BaseException as exc:
+            if conn:
+                self._return_after_error(conn, exc, cleanup)
+            raise
+        if conn:
+            self.put(conn, cleanup)
+
+    def _return_after_error(self, conn: PooledConnectionWrapper, exc: BaseException,
+                            cleanup: Any) -> None:
+        entry = conn._entry
+        if entry is None:
+            return
+        if not isinstance(exc, Exception):
+            reason = f"interrupted by {type(exc).__name__}"
+        elif self._driver.is_disconnect(entry.conn, exc):
+            reason = "disconnected"
+            self._suspect_before = self.hub.monotonic()
+        else:
+            self.put(conn, cleanup)
+            return
+        taken = self._take_back(conn)
+        if taken is not None:
+            self._discard(taken, reason, lost=True)
+
     def put(self, conn: Any, cleanup: Any = _MISSING) -> None:
         """Give a checked-out connection back.
 
         Runs ``cleanup`` (the pool's unless given; None for none) on the raw
-        connection; a connection that is closed, expired, or whose cleanup
-        fails is closed and its slot freed.  ``put(None)`` frees the slot of a
-        connection the caller lost, as in eventlet.  Raises
+        connection; a connection that is closed, broken, expired, drained, or
+        whose cleanup fails is closed and its slot freed.  ``put(None)`` frees
+        the slot of a connection the caller lost, as in eventlet.  Raises
         :class:`~greenpool.errors.ForeignConnection`, changing nothing, for a
         connection this pool did not hand out or that was already returned.
         """
@@ -510,6 +687,8 @@ class BaseConnectionPool(Pool[_Entry]):
             self._put_none()
             return
         entry = self._take_back(conn)
+        if entry is None:
+            return
         now = self.hub.monotonic()
         self._usage_time += now - entry.taken_at
         try:
@@ -519,6 +698,8 @@ class BaseConnectionPool(Pool[_Entry]):
             # unknown, so it is closed; the slot is never leaked.
             self._discard(entry, "interrupted during cleanup", lost=True)
             raise
+        if reason is None and self._closed:
+            reason = "pool closed"  # closed while the cleanup ran
         if reason is not None:
             self._discard(entry, reason, lost=reason in _LOST_REASONS)
             return
@@ -527,34 +708,39 @@ class BaseConnectionPool(Pool[_Entry]):
         if self._sweeper is not None:
             self._sweeper.schedule(self._deadline(entry))
 
-    def _take_back(self, conn: Any) -> _Entry:
-        """Detach a wrapper (or raw connection) from its checkout; validate ownership."""
-        with self._lock:
-            if isinstance(conn, PooledConnectionWrapper):
-                entry = conn._entry
-                if conn._pool is not self or entry is None or not entry.in_use:
-                    self._bad_returns += 1
-                    raise ForeignConnection(
-                        f"{self._label()}: this connection was not checked out of this pool "
-                        "or was already returned"
-                    )
-                conn._detach()
-            else:
-                entry = self._find_raw(conn)
-            entry.in_use = False
-            return entry
+    def _take_back(self, conn: Any) -> Optional[_Entry]:
+        """Detach a wrapper from its checkout and validate ownership.
 
-    def _find_raw(self, conn: Any) -> _Entry:
-        # eventlet.db_pool accepted the raw connection back; so do we, if it is ours.
-        raise ForeignConnection(
-            f"{self._label()}: put() takes the wrapper returned by get(), "
-            f"not {type(conn).__name__}"
-        )
+        Returns the entry, or None when the pool already took the connection
+        back by force (``close(timeout)``).
+        """
+        with self._lock:
+            if not isinstance(conn, PooledConnectionWrapper):
+                self._bad_returns += 1
+                raise ForeignConnection(
+                    f"{self._label()}: put() takes the wrapper returned by get(), "
+                    f"not {type(conn).__name__}"
+                )
+            entry = conn._entry
+            if conn._pool is not self or entry is None or not (entry.in_use or entry.revoked):
+                self._bad_returns += 1
+                raise ForeignConnection(
+                    f"{self._label()}: this connection was not checked out of this pool "
+                    "or was already returned"
+                )
+            conn._detach()
+            if entry.revoked:
+                return None
+            entry.in_use = False
+            self._in_use.discard(entry)
+            return entry
 
     def _check_return(self, entry: _Entry, now: float, cleanup: Any) -> Optional[str]:
         """Clean the connection up; the reason to close it instead, or None to keep it."""
         if self._closed:
             return "pool closed"
+        if entry.generation != self._generation:
+            return "drained"
         if self._is_expired(entry, now) or self.max_idle == 0:
             with self._lock:
                 self._expired += 1
@@ -562,7 +748,10 @@ class BaseConnectionPool(Pool[_Entry]):
         conn = entry.conn
         driver = self._driver
         if driver.is_closed(conn):
+            self._suspect_before = now
             return "closed by its user or server"
+        if driver.is_busy(conn):
+            return "returned in the middle of a query"
         if cleanup is _MISSING:
             cleanup = self._cleanup
         if cleanup is None:
@@ -620,18 +809,49 @@ class BaseConnectionPool(Pool[_Entry]):
         for waiter in grants:
             waiter.event.set()
 
-    def close(self) -> None:
+    def close(self, timeout: Optional[float] = None) -> None:
         """Close the pool: no further checkouts, idle connections closed at once.
 
-        Waiters get :class:`~greenpool.errors.PoolClosed`; connections still
-        checked out are closed when they come back.  Idempotent.
+        Waiters get :class:`~greenpool.errors.PoolClosed`.  Connections still
+        checked out are closed when they come back; with ``timeout`` (seconds),
+        ``close`` waits up to that long for them and then closes them under
+        their users (whose next use fails).  Idempotent.
         """
+        timeout = _checks.check_seconds("timeout", timeout)
         self._closed = True
         if self._sweeper is not None:
             self._sweeper.stop()
         self._close_waiters()
         self.clear()
+        if timeout is not None:
+            deadline = self.hub.monotonic() + timeout
+            while self._in_use and self.hub.monotonic() < deadline:
+                self.hub.sleep(min(0.01, max(0.0, deadline - self.hub.monotonic())))
+            with self._lock:
+                revoked = list(self._in_use)
+                self._in_use.clear()
+                for entry in revoked:
+                    entry.revoked = True
+                    entry.in_use = False
+            for entry in revoked:
+                log.warning(
+                    "%s: closing connection #%d still checked out after close(timeout=%s)",
+                    self._label(), entry.serial, timeout,
+                )
+                self._discard(entry, "pool closed with the connection still checked out")
         log.debug("%s: closed", self._label())
+
+    def drain(self) -> None:
+        """Replace every connection without failing requests.
+
+        Idle connections are closed now; checked-out ones are closed when
+        they come back; new checkouts get new connections.  For a failover or
+        a password rotation (change ``connect_kwargs`` first).
+        """
+        with self._lock:
+            self._generation += 1
+        log.info("%s: draining: every connection will be replaced", self._label())
+        self.clear()
 
     @property
     def closed(self) -> bool:

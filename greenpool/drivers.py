@@ -51,6 +51,10 @@ class Driver:
         """True when ``error`` means the connection to the server is gone."""
         return self.is_closed(conn)
 
+    def is_busy(self, conn: Any) -> bool:
+        """True when a query is still running (the caller was interrupted mid-query)."""
+        return False
+
     def ping(self, conn: Any) -> None:
         """A cheap liveness round trip; raises if the connection is dead."""
         cursor = conn.cursor()
@@ -88,6 +92,12 @@ class Psycopg2Driver(Driver):
 
     def is_closed(self, conn: Any) -> bool:
         return bool(conn.closed)
+
+    def is_busy(self, conn: Any) -> bool:
+        try:
+            return bool(conn.info.transaction_status == 1)  # TRANSACTION_STATUS_ACTIVE
+        except Exception:
+            return False
 
     def is_disconnect(self, conn: Any, error: BaseException) -> bool:
         if conn.closed:

@@ -139,10 +139,14 @@ class Pool(Generic[T]):
             item = self._create_in_slot()
             self._dispatch(item)
 
-    def _create_in_slot(self) -> T:
+    def _create_item(self, deadline: Optional[float]) -> T:
+        """Make the item for a reserved slot; ``deadline`` is the caller's (hook)."""
+        return self.create()
+
+    def _create_in_slot(self, deadline: Optional[float] = None) -> T:
         """Create an item in a slot already counted; free the slot if that fails."""
         try:
-            item = self.create()
+            item = self._create_item(deadline)
         except BaseException:
             with self._lock:
                 self._create_failures += 1
@@ -187,13 +191,16 @@ class Pool(Generic[T]):
                 self._waiters.append(waiter)
                 self._waits += 1
         if waiter is None:
-            return self._create_in_slot()
+            deadline = None if timeout is None else self.hub.monotonic() + timeout
+            return self._create_in_slot(deadline)
         return self._wait(waiter, timeout)
 
     def _wait(self, waiter: _Waiter, timeout: Optional[float]) -> T:
+        deadline = None
         try:
             if timeout is not None:
                 _checks.check_seconds("timeout", timeout)
+                deadline = self.hub.monotonic() + timeout
             self._wait_for_event(waiter.event, timeout)
         except BaseException:
             self._abandon(waiter)
@@ -207,7 +214,7 @@ class Pool(Generic[T]):
         if state == _SERVED:
             return waiter.item
         if state == _GRANTED:
-            return self._create_in_slot()
+            return self._create_in_slot(deadline)
         if state == _CLOSED:
             raise PoolClosed(f"{self._label()} was closed while waiting")
         raise PoolTimeout(f"{self._label()}: no item free within {timeout} s")

@@ -128,7 +128,7 @@ def test_put_twice_or_foreign_raises_and_changes_nothing(make_pool, db):
         pool.put(db.connect())
     after = pool.stats()
     assert (after.size, after.idle, after.in_use) == (before.size, before.idle, before.in_use)
-    assert after.bad_returns == 2
+    assert after.bad_returns == 3
     assert foreign  # still checked out of its own pool
     other.put(foreign)
 
