@@ -25,13 +25,14 @@ from typing import Any, Callable, Deque, Iterator, Optional
 
 from . import _checks
 from .backoff import ConnectGate
-from .drivers import Driver, describe_target, driver_for
+from .drivers import Driver, ReturnState, describe_target, driver_for
 from .errors import ConnectTimeout, ForeignConnection, PoolClosed
 from .health import resolve_check, socket_hung_up
 from .hubs import HubSpec, resolve_hub
 from .hubs.base import original_lock
 from .pool import Pool, PoolStats
 from .proxy import PooledConnectionWrapper, ThreadProxy
+from .proxy import detach as _detach
 from .sweeper import Sweeper
 
 __all__ = [
@@ -78,9 +79,11 @@ class _Entry:
         "generation",
         "revoked",
         "leak_reported",
+        "pool",
     )
 
     def __init__(self, conn: Any, delegate: Any, serial: int, now: float, max_age: Any) -> None:
+        self.pool: Any = None
         self.conn = conn
         self.delegate = delegate
         self.serial = serial
@@ -91,7 +94,7 @@ class _Entry:
             self.expires_at = now + max_age * (1.0 - AGE_JITTER * random.random())
         self.last_used = now
         self.taken_at = now
-        self.taken_where = ""
+        self.taken_where: Any = ""
         self.checkouts = 0
         self.in_use = False
         self.generation = 0
@@ -164,6 +167,15 @@ class _PendingConnect:
             conn, self._conn = self._conn, None
         if conn is not None:
             self._close(conn)
+
+
+def _where(entry: _Entry) -> str:
+    """Where an entry was checked out, for log messages."""
+    where = entry.taken_where
+    if isinstance(where, tuple):
+        code, line = where
+        return f"{code.co_filename}:{line} in {code.co_name}"
+    return str(where)
 
 
 class BaseConnectionPool(Pool[_Entry]):
@@ -268,6 +280,9 @@ class BaseConnectionPool(Pool[_Entry]):
         interval = _checks.check_seconds("check_interval", check_interval, allow_none=False)
         self.check_interval: float = interval or 0.0
         self.leak_timeout = _checks.check_seconds("leak_timeout", leak_timeout)
+        # How long a connection may sit idle and still be handed out unchecked.
+        quiet = self.check_interval if self._check is not None else float("inf")
+        self._quiet = quiet if self.max_idle is None else min(quiet, self.max_idle)
         if (
             not isinstance(reconnect_backoff, tuple)
             or len(reconnect_backoff) != 2
@@ -281,7 +296,9 @@ class BaseConnectionPool(Pool[_Entry]):
         self._closed = False
         self._generation = 0
         self._suspect_before = float("-inf")
-        self._in_use: set[_Entry] = set()
+        # Every live entry (made in create, dropped when closed): scanned for leaks and by
+        # close(timeout), so that checkout and return need no bookkeeping of their own.
+        self._entries: set[_Entry] = set()
         self._serials = 0
         self._orphans: Deque[tuple[_Entry, int]] = deque()
         self._opened = self._closed_count = self._connect_failures = 0
@@ -406,6 +423,8 @@ class BaseConnectionPool(Pool[_Entry]):
             self._driver = driver_for(conn)
         entry = _Entry(conn, self._delegate(conn), serial, now, self.max_age)
         entry.generation = self._generation
+        entry.pool = self
+        self._entries.add(entry)
         log.debug("%s: opened connection #%d to %s", self._label(), serial, self.target)
         return entry
 
@@ -421,6 +440,7 @@ class BaseConnectionPool(Pool[_Entry]):
 
     def _discard(self, entry: _Entry, why: str, lost: bool = False) -> None:
         """Close an entry's connection and free its slot (for a waiter to create anew)."""
+        self._entries.discard(entry)
         try:
             self._blocking(self._close_raw, entry.conn)
         finally:
@@ -433,6 +453,7 @@ class BaseConnectionPool(Pool[_Entry]):
 
     def _retire(self, entry: _Entry) -> None:
         # The pool shrank (resize) or was cleared: the slot is already gone.
+        self._entries.discard(entry)
         try:
             self._blocking(self._close_raw, entry.conn)
         finally:
@@ -497,8 +518,8 @@ class BaseConnectionPool(Pool[_Entry]):
     def _report_leaks(self, now: float, leak_timeout: float) -> list[float]:
         """Log connections held past ``leak_timeout`` (once each); their next deadlines."""
         pending = []
-        for entry in list(self._in_use):
-            if entry.leak_reported:
+        for entry in list(self._entries):
+            if not entry.in_use or entry.leak_reported:
                 continue
             due = entry.taken_at + leak_timeout
             if now < due:
@@ -509,7 +530,7 @@ class BaseConnectionPool(Pool[_Entry]):
                 "%s: connection #%d has been checked out for %.1f s (leak_timeout=%s s); "
                 "taken at:\n%s",
                 self._label(), entry.serial, now - entry.taken_at, leak_timeout,
-                entry.taken_where,
+                _where(entry),
             )
         return pending
 
@@ -552,25 +573,52 @@ class BaseConnectionPool(Pool[_Entry]):
             self._collect_orphans()
         if timeout is _MISSING:
             timeout = self.timeout
-        started = self.hub.monotonic()
+        entry = Pool.get(self, timeout)
+        now = self.hub.monotonic()
+        if entry.checkouts and (
+            now - entry.last_used >= self._quiet
+            or now >= entry.expires_at
+            or entry.last_used <= self._suspect_before
+            or entry.generation != self._generation
+        ):
+            entry, now = self._vetted(entry, now, timeout)
+        entry.in_use = True
+        entry.checkouts += 1
+        entry.taken_at = now
+        if self.leak_timeout is None:
+            frame = sys._getframe(1)
+            entry.taken_where = (frame.f_code, frame.f_lineno)  # formatted only if needed
+        else:
+            self._note_taker(entry, now)
+        return PooledConnectionWrapper(entry)
+
+    def _note_taker(self, entry: _Entry, now: float) -> None:
+        """Record the full stack of the checkout, for leak reports."""
+        entry.leak_reported = False
+        entry.taken_where = "".join(traceback.format_stack(sys._getframe(2), limit=12))
+        if self._sweeper is not None:
+            self._sweeper.schedule(now + self.leak_timeout)  # type: ignore[operator]
+
+    def _vetted(
+        self, entry: _Entry, now: float, timeout: Optional[float]
+    ) -> tuple[_Entry, float]:
+        """Check ``entry`` and, while it is bad, close it and take another."""
+        started = now
         while True:
-            entry = Pool.get(self, timeout)
-            now = self.hub.monotonic()
             if entry.checkouts == 0:
-                break  # just opened: nothing to check
+                return entry, now  # just opened: nothing to check
             try:
                 problem = self._checkout_problem(entry, now)
             except BaseException:
                 self._discard(entry, "interrupted during its health check", lost=True)
                 raise
             if problem is None:
-                break
+                return entry, now
             self._discard(entry, problem, lost=problem != "expired")
             if timeout is not None:
                 timeout = max(0.0, timeout - (now - started))
-        if now - started > 0.0005:
-            self._wait_time += now - started
-        return self._checkout(entry, now)
+            entry = Pool.get(self, timeout)
+            now = self.hub.monotonic()
 
     def _checkout_problem(self, entry: _Entry, now: float) -> Optional[str]:
         """Why a pooled connection must not be handed out, or None if it may."""
@@ -603,21 +651,6 @@ class BaseConnectionPool(Pool[_Entry]):
             return "failed its health check"
         entry.last_used = now
         return None
-
-    def _checkout(self, entry: _Entry, now: float) -> PooledConnectionWrapper:
-        entry.in_use = True
-        entry.checkouts += 1
-        entry.taken_at = now
-        self._in_use.add(entry)
-        if self.leak_timeout is None:
-            frame = sys._getframe(2)
-            entry.taken_where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
-        else:
-            entry.leak_reported = False
-            entry.taken_where = "".join(traceback.format_stack(sys._getframe(2), limit=12))
-            if self._sweeper is not None:
-                self._sweeper.schedule(now + self.leak_timeout)
-        return PooledConnectionWrapper(entry.delegate, self, entry)
 
     def _wait_for_event(self, event: Any, timeout: Optional[float]) -> None:
         # Wake now and then to reclaim connections whose wrappers were garbage
@@ -705,8 +738,15 @@ class BaseConnectionPool(Pool[_Entry]):
             return
         entry.last_used = now
         self._dispatch(entry)
-        if self._sweeper is not None:
-            self._sweeper.schedule(self._deadline(entry))
+        sweeper = self._sweeper
+        if sweeper is not None:
+            max_idle = self.max_idle
+            deadline = entry.expires_at
+            if max_idle is not None and now + max_idle < deadline:
+                deadline = now + max_idle
+            scheduled = sweeper.next_run
+            if scheduled is None or deadline < scheduled:
+                sweeper.schedule(deadline)
 
     def _take_back(self, conn: Any) -> Optional[_Entry]:
         """Detach a wrapper from its checkout and validate ownership.
@@ -722,17 +762,16 @@ class BaseConnectionPool(Pool[_Entry]):
                     f"not {type(conn).__name__}"
                 )
             entry = conn._entry
-            if conn._pool is not self or entry is None or not (entry.in_use or entry.revoked):
+            if entry is None or entry.pool is not self or not (entry.in_use or entry.revoked):
                 self._bad_returns += 1
                 raise ForeignConnection(
                     f"{self._label()}: this connection was not checked out of this pool "
                     "or was already returned"
                 )
-            conn._detach()
+            _detach(conn)
             if entry.revoked:
                 return None
             entry.in_use = False
-            self._in_use.discard(entry)
             return entry
 
     def _check_return(self, entry: _Entry, now: float, cleanup: Any) -> Optional[str]:
@@ -741,22 +780,21 @@ class BaseConnectionPool(Pool[_Entry]):
             return "pool closed"
         if entry.generation != self._generation:
             return "drained"
-        if self._is_expired(entry, now) or self.max_idle == 0:
+        # Only age counts here: the time it was checked out is not idle time.
+        if now >= entry.expires_at or self.max_idle == 0:
             with self._lock:
                 self._expired += 1
             return "expired"
         conn = entry.conn
-        driver = self._driver
-        if driver.is_closed(conn):
+        state = self._driver.return_state(conn)
+        if state is ReturnState.CLOSED:
             self._suspect_before = now
             return "closed by its user or server"
-        if driver.is_busy(conn):
+        if state is ReturnState.BUSY:
             return "returned in the middle of a query"
         if cleanup is _MISSING:
             cleanup = self._cleanup
-        if cleanup is None:
-            return None
-        if cleanup is cleanup_rollback and driver.in_transaction(conn) is False:
+        if cleanup is None or (cleanup is cleanup_rollback and state is ReturnState.IDLE):
             return None
         try:
             self._blocking(cleanup, conn)
@@ -789,7 +827,7 @@ class BaseConnectionPool(Pool[_Entry]):
             log.warning(
                 "%s: connection #%d was garbage collected without being returned "
                 "(taken at %s); closing it",
-                self._label(), entry.serial, entry.taken_where,
+                self._label(), entry.serial, _where(entry),
             )
             self._discard(entry, "orphaned", lost=True)
 
@@ -825,11 +863,10 @@ class BaseConnectionPool(Pool[_Entry]):
         self.clear()
         if timeout is not None:
             deadline = self.hub.monotonic() + timeout
-            while self._in_use and self.hub.monotonic() < deadline:
+            while self._checked_out() and self.hub.monotonic() < deadline:
                 self.hub.sleep(min(0.01, max(0.0, deadline - self.hub.monotonic())))
             with self._lock:
-                revoked = list(self._in_use)
-                self._in_use.clear()
+                revoked = self._checked_out()
                 for entry in revoked:
                     entry.revoked = True
                     entry.in_use = False
@@ -840,6 +877,9 @@ class BaseConnectionPool(Pool[_Entry]):
                 )
                 self._discard(entry, "pool closed with the connection still checked out")
         log.debug("%s: closed", self._label())
+
+    def _checked_out(self) -> list[_Entry]:
+        return [entry for entry in list(self._entries) if entry.in_use]
 
     def drain(self) -> None:
         """Replace every connection without failing requests.

@@ -13,6 +13,7 @@ cooperative on the active hub.
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import re
@@ -22,6 +23,7 @@ from .hubs import HubSpec, resolve_hub
 
 __all__ = [
     "Driver",
+    "ReturnState",
     "driver_for",
     "make_psycopg2_green",
     "describe_target",
@@ -30,8 +32,32 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+class ReturnState(enum.Enum):
+    """What a returned connection needs, as far as the driver can tell locally."""
+
+    IDLE = "idle"  # no transaction open: no rollback needed
+    DIRTY = "dirty"  # a transaction may be open: roll back
+    BUSY = "busy"  # a query is still running (its caller was interrupted): discard
+    CLOSED = "closed"  # closed or broken: discard
+
+
 class Driver:
     """The generic profile: correct for any PEP 249 driver, if not the cheapest."""
+
+    def return_state(self, conn: Any) -> ReturnState:
+        """One local look at a returned connection (no round trip).
+
+        Drivers override it with a single cheap look; this generic one combines
+        :meth:`is_closed`, :meth:`is_busy` and :meth:`in_transaction`.
+        """
+        closed = getattr(conn, "closed", False)
+        if closed and isinstance(closed, (bool, int)):
+            return ReturnState.CLOSED
+        if self.is_busy(conn):
+            return ReturnState.BUSY
+        return ReturnState.IDLE if getattr(conn, "in_transaction", None) is False else (
+            ReturnState.DIRTY
+        )
 
     name = "generic"
     #: The connect() keyword that names the database.
@@ -99,6 +125,17 @@ class Psycopg2Driver(Driver):
         except Exception:
             return False
 
+    def return_state(self, conn: Any) -> ReturnState:
+        if conn.closed:
+            return ReturnState.CLOSED
+        # 0 idle, 1 active (mid-query), 2 in transaction, 3 in error, 4 unknown (broken)
+        status = conn.get_transaction_status()
+        if status == 0:
+            return ReturnState.IDLE
+        if status == 1:
+            return ReturnState.BUSY
+        return ReturnState.CLOSED if status == 4 else ReturnState.DIRTY
+
     def is_disconnect(self, conn: Any, error: BaseException) -> bool:
         if conn.closed:
             return True
@@ -162,6 +199,18 @@ class MySQLDriver(Driver):
         if isinstance(is_open, bool):
             return not is_open
         return False
+
+    def return_state(self, conn: Any) -> ReturnState:
+        if getattr(conn, "_sock", True) is None:  # PyMySQL drops its socket when broken
+            return ReturnState.CLOSED
+        status = getattr(conn, "server_status", None)
+        if not isinstance(status, int):
+            return ReturnState.CLOSED if self.is_closed(conn) else ReturnState.DIRTY
+        if status & 1:  # SERVER_STATUS_IN_TRANS
+            return ReturnState.DIRTY
+        # SERVER_STATUS_AUTOCOMMIT: nothing can be left open.  Without autocommit a
+        # plain SELECT opens an InnoDB read view that the server does not flag.
+        return ReturnState.IDLE if status & 2 else ReturnState.DIRTY
 
     def is_disconnect(self, conn: Any, error: BaseException) -> bool:
         if self.is_closed(conn):

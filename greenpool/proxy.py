@@ -93,40 +93,62 @@ class PooledConnectionWrapper(GenericConnectionWrapper):
     collected: its slot is freed (the connection closed, since its state is
     unknown) and a warning names where it was taken.  That happens in the
     pool's next operation, never inside the garbage collector.
+
+    Made once per checkout, so it is kept small: one slot, the pool's entry
+    (None once returned); the connection and the pool are reached through it.
     """
 
-    __slots__ = ("_pool", "_entry", "_checkout", "__weakref__")
+    __slots__ = ("_entry", "__weakref__")
 
-    def __init__(self, baseconn: Any, pool: BaseConnectionPool, entry: _Entry) -> None:
-        object.__setattr__(self, "_base", baseconn)
-        object.__setattr__(self, "_pool", pool)
-        object.__setattr__(self, "_entry", entry)
-        object.__setattr__(self, "_checkout", entry.checkouts)
+    def __init__(self, entry: _Entry) -> None:
+        _set_entry(self, entry)
+
+    @property
+    def _base(self) -> Any:
+        entry = self._entry
+        return _RETURNED if entry is None else entry.delegate
+
+    @property
+    def _pool(self) -> Optional[BaseConnectionPool]:
+        entry = self._entry
+        return None if entry is None else entry.pool
+
+    def __getattr__(self, name: str) -> Any:
+        entry = self._entry
+        if entry is None:
+            return getattr(_RETURNED, name)
+        return getattr(entry.delegate, name)
 
     def close(self) -> None:
         """Return the connection to its pool (a no-op if already returned)."""
-        if self._entry is not None:
-            self._pool.put(self)
+        entry = self._entry
+        if entry is not None:
+            entry.pool.put(self)
 
     def __bool__(self) -> bool:
         return self._entry is not None
-
-    def _detach(self) -> Optional[_Entry]:
-        """Cut the wrapper from its entry; the entry, or None if already cut."""
-        entry = self._entry
-        object.__setattr__(self, "_entry", None)
-        object.__setattr__(self, "_base", _RETURNED)
-        return entry
 
     def __del__(self) -> None:
         # Only a deque append here: no I/O, no locks, safe inside the garbage collector.
         entry = self._entry
         if entry is not None:
-            self._pool._orphans.append((entry, self._checkout))
+            entry.pool._orphans.append((entry, entry.checkouts))
 
     def __repr__(self) -> str:
-        state = "returned" if self._entry is None else repr(self._base)
-        return f"<PooledConnectionWrapper {state} from {self._pool!r}>"
+        entry = self._entry
+        if entry is None:
+            return "<PooledConnectionWrapper returned>"
+        return f"<PooledConnectionWrapper {entry.delegate!r} from {entry.pool!r}>"
+
+
+# The slot's own setter: __setattr__ is delegated to the connection, and this is
+# several times cheaper than object.__setattr__ on the checkout path.
+_set_entry = PooledConnectionWrapper._entry.__set__  # type: ignore[attr-defined]
+
+
+def detach(wrapper: PooledConnectionWrapper) -> None:
+    """Cut a wrapper from its entry: from now on it is returned (false, unusable)."""
+    _set_entry(wrapper, None)
 
 
 def _wants_proxy(value: Any) -> bool:
