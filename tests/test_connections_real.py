@@ -141,7 +141,7 @@ def test_many_workers_share_four_connections(pool, backend, hub):
 
 def test_pymysql_with_block_returns_connection_to_pool(backend, hub):
     if backend.name != "mariadb":
-        pytest.skip("PyMySQL's `with conn:` closes the connection")
+        pytest.skip("about PyMySQL, whose `with conn:` closes the connection")
     pool = RawConnectionPool(backend.module, hub=hub, **backend.kwargs)
     with pool.get() as conn:
         assert _scalar(conn, "SELECT 1") == 1
@@ -172,4 +172,76 @@ def test_connect_timeout_against_a_deaf_server(backend, hub, deaf_port, pool_cls
     elapsed = time.monotonic() - start
     assert 0.2 <= elapsed < 0.2 + 0.25, elapsed
     assert pool.current_size == 0
+    pool.close()
+
+
+BACKEND_ID_SQL = {"postgres": "SELECT pg_backend_pid()", "mariadb": "SELECT CONNECTION_ID()"}
+
+
+@pytest.mark.parametrize("pool_cls", [RawConnectionPool, TpooledConnectionPool])
+def test_500_green_threads_share_5_connections(backend, hub, pool_cls):
+    """Every query answered; no server session used by two green threads at once."""
+    _skip_pymysql_in_gevent_threads(pool_cls, backend, hub)
+    workers = 500 if hub.green else 40
+    pool = pool_cls(backend.module, 0, 5, hub=hub, **backend.kwargs)
+    holders: dict = {}
+    clashes = []
+    answered = []
+    sessions = set()
+
+    def work(n):
+        with pool.item(timeout=60) as conn:
+            session = _scalar(conn, BACKEND_ID_SQL[backend.name])
+            if session in holders:
+                clashes.append((n, holders[session]))
+            holders[session] = n
+            answered.append(_scalar(conn, "SELECT %s", n))
+            sessions.add(session)
+            del holders[session]
+
+    tasks = [Spawned(hub, work, n) for n in range(workers)]
+    for task in tasks:
+        task.wait(120)
+    assert clashes == []
+    assert sorted(answered) == list(range(workers))
+    assert len(sessions) <= 5
+    s = pool.stats()
+    assert s.opened <= 5 and s.in_use == 0 and s.requests == workers
+    pool.close()
+
+
+def test_idle_and_age_expiry_close_real_connections(backend, hub):
+    pool = RawConnectionPool(backend.module, 0, 2, 0.1, 0.3, hub=hub, **backend.kwargs)
+    with pool.item() as conn:
+        first = _scalar(conn, BACKEND_ID_SQL[backend.name])
+    raw = [e.conn for e in pool.free_items][0]
+    deadline = time.monotonic() + 3
+    while pool.current_size and time.monotonic() < deadline:
+        hub.sleep(0.02)
+    assert pool.current_size == 0 and pool.stats().expired == 1
+    assert driver_for(raw).is_closed(raw)
+    with pool.item() as conn:
+        second = _scalar(conn, BACKEND_ID_SQL[backend.name])
+        hub.sleep(0.35)  # outlives max_age while checked out
+    assert second != first
+    assert pool.current_size == 0  # too old when it came back: closed
+    pool.close()
+
+
+def test_sqlite_through_the_tpooled_pool(hub, tmp_path):
+    import sqlite3
+
+    path = str(tmp_path / "t.db")
+    pool = TpooledConnectionPool(sqlite3, 0, 2, hub=hub, check_same_thread=False, database=path)
+    with pool.item() as conn:
+        conn.execute("CREATE TABLE t (x INTEGER)")
+        conn.execute("INSERT INTO t VALUES (1)")
+        conn.commit()
+        conn.execute("INSERT INTO t VALUES (2)")  # left uncommitted: rolled back on return
+    with pool.item() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM t").fetchone() == (1,)
+        cur = conn.cursor()
+        cur.execute("SELECT x FROM t")
+        assert [row for row in cur] == [(1,)]
+    assert pool.stats().opened == 1
     pool.close()
