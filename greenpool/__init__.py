@@ -8,6 +8,7 @@ from .connections import (
     TpooledConnectionPool,
     cleanup_rollback,
 )
+from .connector import ConnectorStats, DatabaseConnector, PoolKey, UnknownHost
 from .drivers import make_psycopg2_green
 from .errors import (
     ConnectionReturned,
@@ -28,6 +29,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BaseConnectionPool",
+    "ConnectorStats",
+    "DatabaseConnector",
+    "PoolKey",
+    "UnknownHost",
     "ConnectionPool",
     "ConnectionPoolStats",
     "GenericConnectionWrapper",

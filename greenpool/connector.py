@@ -49,10 +49,13 @@ Beyond eventlet, for pools of :class:`~greenpool.BaseConnectionPool` subclasses:
     Then one caller makes a trial connect (the others still fail fast): success
     closes the back-off, failure opens it for another ``backoff``.  Opening is
     logged as a warning, closing as info.  Idle connections already open keep
-    being handed out.  The unit is the host because that is what goes down;
-    the price is that a tenant whose database was dropped can, after three
-    straight failures, make new connects to its host fail fast for a few
-    seconds (connections already open are not affected).
+    being handed out (subject to the pool's health check).  This sits in front
+    of each pool's own ``reconnect_backoff`` gate, which still spaces out the
+    connects of one pool; a fail-fast refusal is not counted by that gate.
+    The unit is the host because that is what goes down; the price is that
+    a tenant whose database was dropped can, after three straight failures,
+    make new connects to its host fail fast for a few seconds (connections
+    already open are not affected).
 
 Credentials never appear in logs, reprs or messages: hosts, ports and
 database names do.
@@ -70,7 +73,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, cast
 
 from . import _checks
-from .connections import BaseConnectionPool, ConnectionPool, _Entry
+from .connections import _MISSING, BaseConnectionPool, ConnectionPool, _Entry
 from .drivers import driver_for
 from .errors import ConnectTimeout, DatabaseUnavailable, PoolClosed, PoolError, PoolTimeout
 from .hubs import Event, Hub, HubSpec, resolve_hub
@@ -87,8 +90,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_MISSING: Any = object()
 
 #: Keywords that name the database for some driver; the one the connector uses replaces them.
 _DATABASE_ALIASES = ("db", "database", "dbname")
@@ -244,8 +245,9 @@ class _ConnectorPool(BaseConnectionPool):
 
     * ``get`` takes a ``max_total`` token first; the checkout gives it back
       exactly once (returned, discarded, or collected unreturned);
-    * ``create`` fails fast while the host is backing off, makes room under
-      ``max_total``, and reports the outcome of the connect.
+    * ``_create_item`` fails fast while the host is backing off and reports
+      the outcome of the connect; ``create`` (the connect itself, after the
+      pool's reconnect gate) first makes room under ``max_total``.
     """
 
     def __init__(self, *args: Any, _connector: DatabaseConnector, _key: PoolKey, **kwargs: Any):
@@ -272,44 +274,48 @@ class _ConnectorPool(BaseConnectionPool):
             raise
         entry = conn._entry
         if entry is not None:
-            frame = sys._getframe(1)
-            entry.taken_where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
+            if self.leak_timeout is None:  # the one-line form points one frame too low
+                frame = sys._getframe(1)
+                entry.taken_where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
             if token is not None:
                 self._checkout_tokens[entry] = token
         return conn
 
+    # The token is claimed *before* the entry can go back to the idle list: once there,
+    # another task may check it out and file its own token under the same entry.
+    # dict.pop is atomic, so exactly one path claims each token.
+
     def put(self, conn: Any, cleanup: Any = _MISSING) -> None:
         entry = conn._entry if isinstance(conn, PooledConnectionWrapper) else None
+        token = None if entry is None else self._checkout_tokens.pop(entry, None)
         try:
-            if cleanup is _MISSING:
-                super().put(conn)
-            else:
-                super().put(conn, cleanup)
+            super().put(conn, cleanup)
         finally:
-            if entry is not None:
-                self._end_checkout(entry)
+            self._connector._give_token(token)
 
     def _discard(self, entry: _Entry, why: str, lost: bool = False) -> None:
+        token = self._checkout_tokens.pop(entry, None)
         try:
             super()._discard(entry, why, lost)
         finally:
-            self._end_checkout(entry)
+            self._connector._give_token(token)
 
-    def _end_checkout(self, entry: _Entry) -> None:
-        # dict.pop is atomic: whichever path gets here first gives the token back.
-        self._connector._give_token(self._checkout_tokens.pop(entry, None))
-
-    def create(self) -> _Entry:
+    def _create_item(self, deadline: Optional[float]) -> _Entry:
+        # Before the pool's own reconnect gate, so that failing fast here is not
+        # taken by the gate for one more failed connect.
         connector = self._connector
         on_trial = connector._before_connect(self._key)
         try:
-            connector._make_room()
-            entry = super().create()
+            entry = super()._create_item(deadline)
         except BaseException as exc:
             connector._connect_failed(self._key, exc, on_trial)
             raise
         connector._connect_succeeded(self._key)
         return entry
+
+    def create(self) -> _Entry:
+        self._connector._make_room()
+        return super().create()
 
     def _shed_idle(self) -> Optional[_Entry]:
         """Take the least recently used idle connection out of the pool (caller closes it)."""
@@ -476,28 +482,35 @@ class DatabaseConnector:
         )
 
     def key_for(self, host: str, dbname: str) -> PoolKey:
-        """The :class:`PoolKey` that ``get(host, dbname)`` uses."""
-        return self._resolve(host, dbname)[0]
+        """The :class:`PoolKey` that ``get(host, dbname)`` uses.
 
-    def _resolve(self, host: str, dbname: str) -> Tuple[PoolKey, Dict[str, Any]]:
-        """The key and the pool's keyword arguments for ``get(host, dbname)``."""
+        The port is the one in ``host``, else the one in the host's credentials.
+        """
         if not isinstance(dbname, str):
             raise TypeError(f"dbname must be a string, got {dbname!r}")
         name, port = split_host(host)
-        creds = self.credentials_for(host)
+        if port is None:
+            creds_port = self.credentials_for(host).get("port")
+            if creds_port is not None:
+                port = _parse_port(creds_port, f"credentials for {host!r}")
+        return PoolKey(name.lower(), port, dbname)
+
+    def _pool_kwargs(self, host: str, dbname: str) -> Dict[str, Any]:
+        """The keyword arguments of the pool for ``get(host, dbname)``."""
+        name, port = split_host(host)
         kwargs = dict(self._kwargs)
         if self.host_keyword is not None:
             kwargs[self.host_keyword] = name
+            if port is not None:
+                kwargs["port"] = port
+        creds = self.credentials_for(host)
+        if port is not None:
+            creds.pop("port", None)  # "db3:5433" is more specific than the entry's port
         kwargs.update(creds)  # credentials may name the real host, as in eventlet
-        if port is None:
-            if creds.get("port") is not None:
-                port = _parse_port(creds["port"], f"credentials for {host!r}")
-        elif self.host_keyword is not None:
-            kwargs["port"] = port  # "db3:5433" is more specific than the entry's port
         for alias in _DATABASE_ALIASES:
             kwargs.pop(alias, None)
         kwargs[self.database_keyword] = dbname
-        return PoolKey(name.lower(), port, dbname), kwargs
+        return kwargs
 
     # -- pools -------------------------------------------------------------------------
 
@@ -508,7 +521,7 @@ class DatabaseConnector:
         the same pool.  Raises :class:`UnknownHost` for a host without
         credentials and :class:`~greenpool.errors.PoolClosed` after :meth:`close`.
         """
-        key, kwargs = self._resolve(host, dbname)
+        key = self.key_for(host, dbname)
         while True:
             with self._lock:
                 if self._closed:
@@ -522,15 +535,15 @@ class DatabaseConnector:
                 if pending is None:
                     pending = self._pending[key] = self.hub.event()
             if creator:
-                return self._create_pool(key, kwargs, pending)
+                return self._create_pool(key, host, dbname, pending)
             # Another task is creating it: wait, then look again (and create it
             # ourselves if that creation failed).
             pending.wait()
 
-    def _create_pool(self, key: PoolKey, kwargs: Dict[str, Any], pending: Event) -> Any:
+    def _create_pool(self, key: PoolKey, host: str, dbname: str, pending: Event) -> Any:
         pool = None
         try:
-            pool = self._new_pool(key, kwargs)
+            pool = self._new_pool(key, self._pool_kwargs(host, dbname))
         finally:
             with self._lock:
                 del self._pending[key]
@@ -584,17 +597,23 @@ class DatabaseConnector:
             failing_hosts=failing,
         )
 
-    def clear(self) -> None:
-        """Close every pool and forget them; the connector stays usable (new pools on demand)."""
+    def clear(self, timeout: Optional[float] = None) -> None:
+        """Close every pool and forget them; the connector stays usable (new pools on demand).
+
+        ``timeout`` as in :meth:`close`.
+        """
         with self._lock:
             slots = list(self._pools.values())
             self._pools.clear()
-        self._close_pools(slots)
+        self._close_pools(slots, timeout)
 
-    def close(self) -> None:
+    def close(self, timeout: Optional[float] = None) -> None:
         """Close every pool; later :meth:`get` calls raise PoolClosed.  Idempotent.
 
-        Connections still checked out are closed when they are returned.
+        Callers waiting for a ``max_total`` token get PoolClosed.  Connections
+        still checked out are closed when they are returned; with ``timeout``
+        (seconds, shared by all pools) ``close`` waits that long for them, then
+        closes them under their users (see ``BaseConnectionPool.close``).
         """
         with self._lock:
             self._closed = True
@@ -602,7 +621,9 @@ class DatabaseConnector:
             self._pools.clear()
         if self._sweeper is not None:
             self._sweeper.stop()
-        self._close_pools(slots)
+        if self._limiter is not None:
+            self._limiter._close_waiters()
+        self._close_pools(slots, timeout)
         log.debug("%s: closed", self._label())
 
     @property
@@ -610,10 +631,15 @@ class DatabaseConnector:
         """True once :meth:`close` was called."""
         return self._closed
 
-    def _close_pools(self, slots: List[_Slot]) -> None:
+    def _close_pools(self, slots: List[_Slot], timeout: Optional[float] = None) -> None:
+        timeout = _checks.check_seconds("timeout", timeout)
+        deadline = None if timeout is None else self.hub.monotonic() + timeout
         for slot in slots:
             try:
-                slot.pool.close()
+                if deadline is None:
+                    slot.pool.close()
+                else:
+                    slot.pool.close(max(0.0, deadline - self.hub.monotonic()))
             except Exception:  # one broken pool must not keep the others open
                 log.exception("%s: closing %r failed", self._label(), slot.pool)
 
@@ -669,6 +695,8 @@ class DatabaseConnector:
                 f"{self._label()}: all max_total={self.max_total} connections are in use "
                 f"and none came back within {timeout} s"
             ) from None
+        except PoolClosed:
+            raise PoolClosed(f"{self._label()} was closed while waiting for a connection") from None
 
     def _give_token(self, token: Optional[Token]) -> None:
         if token is not None and self._limiter is not None:
