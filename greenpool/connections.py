@@ -464,14 +464,19 @@ class BaseConnectionPool(Pool[_Entry]):
     # -- expiry ------------------------------------------------------------------------
 
     def _is_expired(self, entry: _Entry, now: float) -> bool:
+        """Past max_age, or idle past max_idle while the pool is above min_size."""
         if now >= entry.expires_at:
             return True
         max_idle = self.max_idle
-        return max_idle is not None and now - entry.last_used >= max_idle
+        return (
+            max_idle is not None
+            and now - entry.last_used >= max_idle
+            and self.current_size > self.min_size
+        )
 
     def _deadline(self, entry: _Entry) -> float:
         max_idle = self.max_idle
-        if max_idle is None:
+        if max_idle is None or self.current_size <= self.min_size:
             return entry.expires_at
         return min(entry.expires_at, entry.last_used + max_idle)
 
@@ -498,10 +503,15 @@ class BaseConnectionPool(Pool[_Entry]):
                 return None
             keep: Deque[_Entry] = deque()
             for entry in self.free_items:
-                (expired if self._is_expired(entry, now) else keep).append(entry)
+                # One at a time, so that idle expiry stops at min_size.
+                if self._is_expired(entry, now):
+                    expired.append(entry)
+                    self.current_size -= 1
+                else:
+                    keep.append(entry)
             if expired:
-                self.free_items = keep
-                self.current_size -= len(expired)
+                self.free_items.clear()
+                self.free_items.extend(keep)
                 self._expired += len(expired)
             deadlines = [self._deadline(e) for e in keep]
             missing = self.min_size - self.current_size
@@ -642,6 +652,8 @@ class BaseConnectionPool(Pool[_Entry]):
             return None
         try:
             self._blocking(check, conn)
+            if driver.return_state(conn) is ReturnState.DIRTY:
+                self._blocking(conn.rollback)  # the check must not leave a transaction open
         except Exception as exc:
             self._suspect_before = now
             log.warning(

@@ -157,6 +157,18 @@ class Psycopg2Driver(Driver):
         except Exception:
             return None
 
+    def ping(self, conn: Any) -> None:
+        # Outside autocommit psycopg2 would send BEGIN first and leave the transaction
+        # open for the next user; autocommit is a local switch while idle.
+        if conn.autocommit or conn.get_transaction_status() != 0:
+            super().ping(conn)
+            return
+        conn.autocommit = True
+        try:
+            super().ping(conn)
+        finally:
+            conn.autocommit = False
+
     def connect_timeout_kwargs(self, seconds: Optional[float]) -> dict[str, Any]:
         # libpq takes whole seconds and treats anything below 2 as 2.
         return {} if seconds is None else {"connect_timeout": max(2, math.ceil(seconds) + 1)}
@@ -261,6 +273,7 @@ _BY_MODULE = {
     "sqlite3": SQLiteDriver(),
 }
 _BY_MODULE["_sqlite3"] = _BY_MODULE["sqlite3"]
+_BY_MODULE["ksycopg2"] = _BY_MODULE["psycopg2"]  # KingbaseES: psycopg2's API and libpq
 
 
 def driver_for(module_or_connection: Any) -> Driver:

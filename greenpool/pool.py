@@ -132,11 +132,21 @@ class Pool(Generic[T]):
         raise NotImplementedError("Pool.create: override it or pass create= to the constructor")
 
     def _prefill(self, count: int) -> None:
-        for _ in range(count):
+        """Create ``count`` items now; if one fails, retire those made and re-raise."""
+        made: list[T] = []
+        try:
+            for _ in range(count):
+                with self._lock:
+                    self.current_size += 1
+                    self._creating += 1
+                made.append(self._create_in_slot())
+        except BaseException:
             with self._lock:
-                self.current_size += 1
-                self._creating += 1
-            item = self._create_in_slot()
+                self.current_size -= len(made)
+            for item in made:
+                self._retire(item)
+            raise
+        for item in made:
             self._dispatch(item)
 
     def _create_item(self, deadline: Optional[float]) -> T:

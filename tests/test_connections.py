@@ -217,10 +217,32 @@ def test_max_age_zero_is_a_concurrency_limiter(make_pool, db):
 
 
 def test_min_size_opened_at_start_and_topped_up_after_expiry(make_pool, db, hub):
-    pool = make_pool(min_size=2, max_size=4, max_idle=0.05)
+    pool = make_pool(min_size=2, max_size=4, max_age=0.05)
     assert db.connects == 2 and pool.current_size == 2
     wait_until(hub, lambda: db.closes >= 2 and db.connects >= 4, timeout=3)
     wait_until(hub, lambda: len(db.open_connections()) == 2 == pool.current_size, timeout=3)
+
+
+def test_min_size_connections_are_exempt_from_max_idle(make_pool, db, hub):
+    pool = make_pool(min_size=1, max_size=3, max_idle=0.05)
+    conns = [pool.get() for _ in range(3)]
+    for conn in conns:
+        pool.put(conn)
+    wait_until(hub, lambda: pool.current_size == 1 and db.closes == 2, timeout=3)
+    hub.sleep(0.15)
+    assert pool.current_size == 1 and db.connects == 3  # kept, not closed and reopened
+    with pool.item():
+        pass
+    assert db.connects == 3
+
+
+def test_failed_prefill_closes_what_it_opened(pool_cls, db, hub):
+    db.connect_hook = lambda: (
+        None if db.connect_attempts < 2 else (_ for _ in ()).throw(db.OperationalError("down"))
+    )
+    with pytest.raises(db.OperationalError):
+        pool_cls(db, min_size=2, hub=hub)
+    assert db.connects == 1 and db.open_connections() == []
 
 
 def test_connect_timeout_green_connect(make_pool, db, hub):

@@ -245,3 +245,19 @@ def test_sqlite_through_the_tpooled_pool(hub, tmp_path):
         assert [row for row in cur] == [(1,)]
     assert pool.stats().opened == 1
     pool.close()
+
+
+@pytest.mark.parametrize("check", ["ping", "SELECT 1"])
+def test_health_check_leaves_no_transaction_open(backend, hub, check):
+    pool = RawConnectionPool(backend.module, hub=hub, check=check, check_interval=0,
+                             **backend.kwargs)
+    with pool.item():
+        pass
+    with pool.item() as conn:  # health-checked on the way out of the pool
+        raw = conn._entry.conn
+        assert driver_for(raw).in_transaction(raw) is not True
+        if backend.name == "postgres":
+            conn.autocommit = True  # psycopg2 refuses this inside a transaction
+            conn.autocommit = False
+    assert pool.stats().opened == 1
+    pool.close()
