@@ -440,6 +440,16 @@ class BaseConnectionPool(Pool[_Entry]):
 
     def _discard(self, entry: _Entry, why: str, lost: bool = False) -> None:
         """Close an entry's connection and free its slot (for a waiter to create anew)."""
+        try:
+            self._close_entry(entry, why, lost)
+        finally:
+            self._release_slot()
+
+    def _retire(self, entry: _Entry) -> None:
+        # The pool shrank (resize), was cleared or swept: the slot is already gone.
+        self._close_entry(entry, "retired", lost=False)
+
+    def _close_entry(self, entry: _Entry, why: str, lost: bool) -> None:
         self._entries.discard(entry)
         try:
             self._blocking(self._close_raw, entry.conn)
@@ -448,18 +458,7 @@ class BaseConnectionPool(Pool[_Entry]):
                 self._closed_count += 1
                 if lost:
                     self._lost += 1
-            self._release_slot()
             log.debug("%s: closed connection #%d (%s)", self._label(), entry.serial, why)
-
-    def _retire(self, entry: _Entry) -> None:
-        # The pool shrank (resize) or was cleared: the slot is already gone.
-        self._entries.discard(entry)
-        try:
-            self._blocking(self._close_raw, entry.conn)
-        finally:
-            with self._lock:
-                self._closed_count += 1
-            log.debug("%s: closed connection #%d (retired)", self._label(), entry.serial)
 
     # -- expiry ------------------------------------------------------------------------
 

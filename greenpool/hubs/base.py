@@ -11,25 +11,25 @@ from __future__ import annotations
 import abc
 import threading
 import time
-from typing import Any, Callable, ContextManager, Optional, TypeVar
+from typing import Any, Callable, ContextManager, Optional, Protocol, TypeVar
 
 __all__ = ["Hub", "Event", "Task", "original_lock"]
 
 T = TypeVar("T")
 
 
-class Event(abc.ABC):
-    """A one-shot event: set once, waited on by one or more tasks."""
+class Event(Protocol):
+    """A one-shot event: set once, waited on by one or more tasks.
 
-    @abc.abstractmethod
+    ``threading.Event`` and ``gevent.event.Event`` are Events as they are.
+    """
+
     def set(self) -> None:
         """Wake every waiter; later waits return at once."""
 
-    @abc.abstractmethod
     def is_set(self) -> bool:
         """True once :meth:`set` was called."""
 
-    @abc.abstractmethod
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block the calling task until set or ``timeout`` seconds pass; return :meth:`is_set`."""
 

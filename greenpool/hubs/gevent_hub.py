@@ -13,22 +13,6 @@ from .base import Event, Hub, Task
 T = TypeVar("T")
 
 
-class _GeventEvent(Event):
-    __slots__ = ("_event",)
-
-    def __init__(self) -> None:
-        self._event = gevent.event.Event()
-
-    def set(self) -> None:
-        self._event.set()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    def wait(self, timeout: Optional[float] = None) -> bool:
-        return self._event.wait(timeout)
-
-
 class _GeventTask(Task):
     __slots__ = ("_greenlet",)
 
@@ -65,7 +49,7 @@ class GeventHub(Hub):
         return _GeventTask(gevent.spawn_later(seconds, fn, *args))
 
     def event(self) -> Event:
-        return _GeventEvent()
+        return gevent.event.Event()
 
     def timeout(self, seconds: Optional[float], exception: BaseException) -> ContextManager[Any]:
         return gevent.Timeout(seconds, exception)

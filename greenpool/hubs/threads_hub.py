@@ -12,22 +12,6 @@ from .base import Event, Hub, Task
 T = TypeVar("T")
 
 
-class _ThreadEvent(Event):
-    __slots__ = ("_event",)
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def set(self) -> None:
-        self._event.set()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    def wait(self, timeout: Optional[float] = None) -> bool:
-        return self._event.wait(timeout)
-
-
 class _ThreadTask(Task):
     __slots__ = ("_timer",)
 
@@ -70,7 +54,7 @@ class ThreadsHub(Hub):
         return _ThreadTask(timer)
 
     def event(self) -> Event:
-        return _ThreadEvent()
+        return threading.Event()
 
     def timeout(self, seconds: Optional[float], exception: BaseException) -> ContextManager[Any]:
         return contextlib.nullcontext()
