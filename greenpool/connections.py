@@ -304,7 +304,7 @@ class BaseConnectionPool(Pool[_Entry]):
         self._opened = self._closed_count = self._connect_failures = 0
         self._connect_timeouts = self._expired = self._lost = self._bad_returns = 0
         self._orphan_count = 0
-        self._wait_time = self._usage_time = 0.0
+        self._usage_time = 0.0
         self._sweeper: Optional[Sweeper] = None
         self._gate = ConnectGate(
             resolve_hub(hub),

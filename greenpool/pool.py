@@ -122,6 +122,7 @@ class Pool(Generic[T]):
         # get()/put() are safe there; preemptive threads always take the lock.
         self._cooperative = not self.hub.preemptive
         self._requests = self._waits = self._timeouts = 0
+        self._wait_time = 0.0
         self._created = self._create_failures = 0
         self._prefill(min_size)
 
@@ -206,15 +207,18 @@ class Pool(Generic[T]):
         return self._wait(waiter, timeout)
 
     def _wait(self, waiter: _Waiter, timeout: Optional[float]) -> T:
+        started = self.hub.monotonic()
         deadline = None
         try:
             if timeout is not None:
                 _checks.check_seconds("timeout", timeout)
-                deadline = self.hub.monotonic() + timeout
+                deadline = started + timeout
             self._wait_for_event(waiter.event, timeout)
         except BaseException:
             self._abandon(waiter)
             raise
+        finally:
+            self._wait_time += self.hub.monotonic() - started
         with self._lock:
             state = waiter.state
             if state == _WAITING:
