@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 
 _MISSING: Any = object()
 
+#: While callers wait, how often the sweeper looks for garbage-collected checkouts.
+ORPHAN_POLL = 1.0
+
 #: Connection ages are shortened by up to this fraction, at random, so connections
 #: opened together do not all expire together.
 AGE_JITTER = 0.05
@@ -519,6 +522,8 @@ class BaseConnectionPool(Pool[_Entry]):
             log.debug("%s: connection #%d expired", self._label(), entry.serial)
         if self.leak_timeout is not None:
             deadlines.extend(self._report_leaks(now, self.leak_timeout))
+        if self._waiters:
+            deadlines.append(now + ORPHAN_POLL)
         if missing > 0:
             self.hub.spawn(self._top_up, missing)
         soonest = min(deadlines, default=float("inf"))
@@ -664,18 +669,14 @@ class BaseConnectionPool(Pool[_Entry]):
         return None
 
     def _wait_for_event(self, event: Any, timeout: Optional[float]) -> None:
-        # Wake now and then to reclaim connections whose wrappers were garbage
-        # collected: the collector itself only queues them (see PooledConnectionWrapper).
-        if timeout is not None and timeout <= 1.0:
-            event.wait(timeout)
-            return
-        deadline = None if timeout is None else self.hub.monotonic() + timeout
-        while True:
-            step = 1.0 if deadline is None else min(1.0, deadline - self.hub.monotonic())
-            if step <= 0 or event.wait(step):
-                return
-            if self._orphans:
-                self._collect_orphans()
+        # Connections whose wrappers were garbage collected are only queued by the
+        # collector (see PooledConnectionWrapper); while anyone waits, the sweeper
+        # wakes at least every ORPHAN_POLL seconds to reclaim them, so that the wait
+        # itself stays a single plain wait.
+        sweeper = self._sweeper
+        if sweeper is not None:
+            sweeper.schedule(self.hub.monotonic() + ORPHAN_POLL)
+        event.wait(timeout)
 
     # -- return --------------------------------------------------------------------------
 
@@ -969,7 +970,8 @@ class TpooledConnectionPool(BaseConnectionPool):
         return self.hub.run_in_thread(fn, *args)
 
     def _delegate(self, conn: Any) -> Any:
-        return ThreadProxy(conn, self.hub)
+        # On the threads hub every call is made in place anyway: no proxy needed.
+        return ThreadProxy(conn, self.hub) if self.hub.green else conn
 
 
 #: eventlet.db_pool's name for the tpooled pool.
