@@ -1,75 +1,88 @@
-"""Connection pools under contention on a real database: speed and fairness.
+"""Connection pools under contention on a real database: speed, waits and fairness.
 
-    .venv/bin/python benchmarks/contended.py [--hub eventlet|gevent|threads]
-        [--seconds 1.5] [--slices 3] [--workers 200] [--threads 32] [--size 8]
-        [--db postgres|mariadb|both] [--ideal-cap 32] [--retry-sleep 0.001]
+    .venv/bin/python benchmarks/contended.py            # every hub, both databases (~3 min)
+    .venv/bin/python benchmarks/contended.py --quick    # green hubs, 4 contenders (~30 s)
+    .venv/bin/python benchmarks/contended.py --hub gevent --db postgres --rounds 9
+    .venv/bin/python benchmarks/contended.py --hub eventlet --only "greenpool Raw,FIFO"
 
-With ``--hub`` the process monkey patches itself for that hub (before any
-other import) and measures there; without it, it runs itself once per hub,
-each in a subprocess, and prints one combined table (about 2 minutes).
+Without ``--hub`` the script runs itself once per hub, each in a subprocess
+monkey patched for that hub, and prints one combined report; with ``--hub``
+it measures that hub only.
 
-Workload: W workers (green threads; on the threads hub W = min(--workers,
---threads) OS threads) loop: check a connection out, run one query on a new
-cursor, fetch, return the connection.  Two scenarios: ``SELECT 1``, where the
-client's CPU is the limit, and a query sleeping 1 ms on the server
-(``pg_sleep``/``SLEEP``), where the number of connections is.  Connections
-are in autocommit mode (psycopg2 through a connection factory, PyMySQL by
-keyword), so a query is one round trip and a pool needs no rollback on
-return, unless it rolls back regardless.
+Workload: W workers (``--workers`` 200 green threads; on the threads hub
+``--threads`` 32 OS threads, since 200 OS threads fighting for the GIL
+measure the GIL) share pools of S (``--size`` 10) connections.  Each worker
+loops: check a connection out, run one query on a new cursor, fetch, return
+the connection.  Two queries per database (PostgreSQL through psycopg2,
+MariaDB through PyMySQL, both in autocommit, so a query is one round trip):
+``SELECT 1``, where the client's CPU is the limit, and a query that sleeps
+``--sleep`` (2 ms) on the server, where the S connections are the limit.
 
-Speed is reported as ratios against two baselines measured in the same
-process, interleaved with the pools, since machines are shared and absolute
-numbers drift:
+Contenders (pools of S connections; library defaults otherwise):
 
-* ``ideal``: each worker owns a dedicated connection; no pool.  The number of
-  dedicated connections is capped at ``--ideal-cap`` (32), so with more
-  workers the ideal runs with 32, and its *total* throughput is the
-  reference.  On ``SELECT 1`` one client process saturates with a handful
-  of connections (8 and 64 dedicated connections give the same rate), so
-  scaling up per worker would report a rate nobody reaches; on the sleeping
-  query the ideal grows with its connections (it measures what S
-  connections cost, not the pool).  32 rather than 64: PostgreSQL allows 100
-  connections here, shared with other test runs, and the pools keep theirs
-  open too.
-* ``ideal-S``: S workers, each owning one of S dedicated connections: what a
-  perfect pool of S connections would deliver (no checkout, no idle
-  connection).  pool / ideal-S is the pool's own efficiency.
+* greenpool ``RawConnectionPool`` (the one the targets are for) and
+  ``TpooledConnectionPool`` (skipped for PyMySQL on gevent, whose patched
+  sockets belong to the hub's thread);
+* eventlet ``db_pool.RawConnectionPool`` / ``TpooledConnectionPool`` (eventlet
+  hub only; they roll back on every return, a round trip on PyMySQL);
+* ``psycopg2.pool.ThreadedConnectionPool(S, S)`` behind a
+  ``threading.BoundedSemaphore(S)`` (green under monkey patching; it raises
+  when exhausted, so callers need the semaphore), and the same pool with a
+  retry loop instead (1 ms sleep between tries); ``minconn == maxconn``
+  because it closes every connection returned beyond ``minconn``;
+* DBUtils ``PooledDB(maxconnections=S, blocking=True)`` (its defaults ping
+  at checkout and roll back at return);
+* SQLAlchemy ``QueuePool(pool_size=S, max_overflow=0)``;
+* a minimal fair FIFO pool, written below in 20 lines on ``greenpool.hubs``
+  (a deque of idle connections, a deque of waiters, one event per waiter),
+  the reference for what a fair hand-off costs on each hub;
+* baselines: ``ideal`` (S workers, each owning one of S dedicated
+  connections: what a pool of S connections with zero cost and zero hand-off
+  delay would deliver); ``no pool`` (min(W, ``--ideal-cap`` 64) workers each
+  owning a connection); ``connect per request`` (connect, query, close, at
+  most S at a time through the FIFO reference pool, so that it stays within
+  the server's connection limit).
 
-Every contender (baselines included) is built once per database, and the
-measured time (``--seconds`` per contender and scenario) is cut into
-``--slices`` that rotate through the contenders, so that a burst of load
-from elsewhere hits them all alike.  Workers persist across slices, parked
-between them; each slice starts with a 0.05 s warm-up outside the window.
+Why the ratios are against ``ideal`` (S dedicated) and not against a
+connection per worker: PostgreSQL here allows 100 connections, shared with
+other test runs, so 200 dedicated connections cannot be opened; and the
+pools only have S.  On the sleeping query W dedicated connections would do
+W/S times the work of any pool of S, which says nothing about the pool; on
+``SELECT 1`` one client process saturates with a handful of connections,
+so ``no pool`` (64 dedicated) is no faster than S dedicated, and its column
+shows it.  ``ideal`` is therefore the best any pool of S connections can do
+on either query, and ``x ideal`` is the pool's efficiency.
 
-Contenders (pools of ``--size`` S connections, library defaults otherwise):
+Measuring: the database phases run in ``--rounds`` (5) interleaved rounds;
+in each round every contender, in a rotating order, is built (its
+connections opened before the clock starts), runs each query for a
+``--warmup`` (0.05 s) then a measured ``--window`` (0.15 s), and is closed,
+so that no more than 64 + S connections are open at a time and a burst of
+load from elsewhere on this shared machine hits all contenders alike (on
+MariaDB, which allows 151 connections and takes 20 ms per connect, the
+64 of ``no pool`` stay open, idle, between its turns).  Each
+figure is the median over rounds of that round's value; ratios are per
+round against the ``ideal`` of the same round.
 
-* greenpool ``RawConnectionPool`` and ``TpooledConnectionPool`` (Tpooled is
-  skipped for PyMySQL on gevent: PyMySQL's patched sockets belong to the
-  hub's thread);
-* on eventlet, ``eventlet.db_pool.RawConnectionPool`` and
-  ``TpooledConnectionPool``; note that they roll back on every return (a
-  round trip on PyMySQL);
-* for PostgreSQL, ``psycopg2.pool.ThreadedConnectionPool(S, S)``: it raises
-  PoolError when exhausted, so callers must retry, here in a loop with a
-  ``--retry-sleep`` (1 ms) hub sleep; and it closes every connection
-  returned beyond ``minconn``, so ``minconn`` must equal ``maxconn`` to pool
-  at all;
-* on the threads hub, DBUtils ``PooledDB(maxconnections=S, blocking=True)``;
-  its defaults ping (PyMySQL: a round trip) at checkout and roll back at
-  return, both while holding its pool lock.
+Per contender and query:
 
-psycopg2 is made green (``greenpool.make_psycopg2_green``) on green hubs,
-except while a Tpooled pool runs: a Tpooled user keeps the driver blocking
-and lets the pool move its calls to OS threads.
+* q/s; ``x ideal``; ``x no-pool`` (ratio to 64 dedicated);
+* wait for a connection (from asking to holding it, connect included for
+  connect-per-request) p50/p99/max in ms, counting a worker still waiting
+  when the window closed with its wait so far, so that starved workers show;
+* ``exp``: the FIFO expectation of a wait, waiters x service time /
+  connections with waiters = W - S and service time = S / q/s (the time a
+  connection spends per query, hand-off included), that is (W - S) / q/s;
+  ``p99/exp`` is how much the tail exceeds a perfectly regular FIFO queue;
+* ``starved``: workers that completed no query in a window (the worst round);
+* Jain's fairness index over the workers' completed queries (1.0: all equal;
+  1/W: one worker did everything), worst round.
 
-Per contender and scenario: queries/s; ratios; fairness as Jain's index
-over the workers' completed operations (1.0: all equal; 1/W: one worker did
-everything); min/median/max operations per worker; starved workers (none
-completed in the whole measured time); checkout wait p50/p99 over the
-checkouts completed in the windows, and the longest wait, counting for
-workers still waiting when a window closed the wait so far (so a starved
-worker shows in the max).  No
-figure is asserted: this is a measuring tool.
+Targets, checked for greenpool Raw on each hub, database and query (eventlet
+and gevent are the target hubs; threads is shown for information): no
+starved worker in any round; p99 wait <= 2.5 x the FIFO expectation; >= 0.95
+of ideal on the sleeping query and >= 0.80 on ``SELECT 1``; a higher ratio
+than every peer library that starved nobody in any round.
 """
 
 from __future__ import annotations
@@ -99,6 +112,7 @@ elif HUB == "gevent":
     monkey.patch_all()
 
 import argparse  # noqa: E402
+import importlib.util  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
@@ -106,16 +120,18 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+from collections import deque  # noqa: E402
 from dataclasses import asdict, dataclass, field  # noqa: E402
-from typing import Any, Callable, Optional, cast  # noqa: E402
+from typing import Any, Callable, Optional  # noqa: E402
 
 sys.path.insert(0, __file__.rsplit("/benchmarks/", 1)[0])
 
 import greenpool  # noqa: E402
+from greenpool.hubs import Hub, resolve_hub  # noqa: E402
 
 HUBS = ("eventlet", "gevent", "threads")
-#: Each slice runs this long before its window opens.
-SLICE_WARMUP = 0.05
+TARGET_HUBS = ("eventlet", "gevent")
+DBS = ("postgres", "mariadb")
 
 PG = {
     "host": os.environ.get("GREENPOOL_PG_HOST", "127.0.0.1"),
@@ -131,46 +147,23 @@ MARIADB = {
     "database": "test",
     "autocommit": True,
 }
-SCENARIOS = {
-    "postgres": {"SELECT 1": "SELECT 1", "sleep 1ms": "SELECT pg_sleep(0.001)"},
-    "mariadb": {"SELECT 1": "SELECT 1", "sleep 1ms": "SELECT SLEEP(0.001)"},
-}
 
-Checkout = Callable[[], Any]
-Checkin = Callable[[Any], None]
+#: Target ratios to ideal, by query kind; and the most p99 / FIFO expectation.
+TARGET_RATIO = {"select": 0.80, "sleep": 0.95}
+TARGET_P99 = 2.5
 
 
-# -- hub plumbing -----------------------------------------------------------------------
+def queries(db: str, sleep: float) -> dict[str, str]:
+    """Query kind -> SQL for ``db``."""
+    fn = "pg_sleep" if db == "postgres" else "SLEEP"
+    return {"select": "SELECT 1", "sleep": f"SELECT {fn}({sleep:g})"}
 
 
-def start(fn: Callable[..., None], *args: Any) -> Callable[[], None]:
-    """Run ``fn(*args)`` as a worker of this process's hub; return its join."""
-    if HUB == "eventlet":
-        return eventlet.spawn(fn, *args).wait
-    if HUB == "gevent":
-        import gevent
-
-        return gevent.spawn(fn, *args).join
-    thread = threading.Thread(target=fn, args=args, daemon=True)
-    thread.start()
-    return thread.join
+def query_label(kind: str, sleep: float) -> str:
+    return "SELECT 1" if kind == "select" else f"sleep {sleep * 1e3:g} ms"
 
 
-def hub_sleep(seconds: float) -> None:
-    greenpool.resolve_hub(HUB).sleep(seconds)
-
-
-def set_psycopg2_green(green: bool) -> None:
-    """Install (or remove, for the Tpooled pools) the green wait callback."""
-    import psycopg2.extensions
-
-    if green and HUB != "threads":
-        greenpool.make_psycopg2_green(HUB)
-    else:
-        psycopg2.extensions.set_wait_callback(None)
-
-
-# -- databases ------------------------------------------------------------------------
+# -- drivers --------------------------------------------------------------------------
 
 
 def db_module(db: str) -> Any:
@@ -196,6 +189,16 @@ def connect_kwargs(db: str) -> dict[str, Any]:
     return dict(PG, connection_factory=AutocommitConnection)
 
 
+def set_psycopg2_green(green: bool) -> None:
+    """Install the green wait callback (or remove it, for the Tpooled pools)."""
+    import psycopg2.extensions
+
+    if green and HUB != "threads":
+        greenpool.make_psycopg2_green(HUB)
+    else:
+        psycopg2.extensions.set_wait_callback(None)
+
+
 def query(conn: Any, sql: str) -> None:
     cur = conn.cursor()
     cur.execute(sql)
@@ -210,146 +213,116 @@ def close_quietly(conn: Any) -> None:
         pass
 
 
+def spawn(fn: Callable[..., None], *args: Any) -> Callable[[], None]:
+    """Run ``fn(*args)`` as a worker of this process's hub; return its join."""
+    if HUB == "eventlet":
+        return eventlet.spawn(fn, *args).wait
+    if HUB == "gevent":
+        import gevent
+
+        return gevent.spawn(fn, *args).join
+    thread = threading.Thread(target=fn, args=args, daemon=True)
+    thread.start()
+    return thread.join
+
+
+# -- the minimal fair FIFO pool (the reference) ----------------------------------------
+
+
+class FifoPool:
+    """A fair pool in its simplest form: idle deque, waiter deque, one event per waiter.
+
+    ``put`` hands the connection straight to the oldest waiter, so the
+    returning worker cannot take it back.  No timeouts, no health checks, not
+    safe against interruption: a reference for the cost of a fair hand-off.
+    """
+
+    def __init__(self, connect: Callable[[], Any], size: int, hub: Hub) -> None:
+        self._connect, self._left, self._hub = connect, size, hub
+        self._idle: deque[Any] = deque()
+        self._waiters: deque[list[Any]] = deque()
+        self._lock = hub.lock()  # never held across a switch
+
+    def get(self) -> Any:
+        with self._lock:
+            if self._idle:
+                return self._idle.popleft()
+            if self._left == 0:
+                waiter = [self._hub.event(), None]
+                self._waiters.append(waiter)
+            else:
+                self._left -= 1
+                waiter = None
+        if waiter is None:
+            return self._connect()
+        waiter[0].wait()
+        return waiter[1]
+
+    def put(self, conn: Any) -> None:
+        with self._lock:
+            if not self._waiters:
+                self._idle.append(conn)
+                return
+            waiter = self._waiters.popleft()
+            waiter[1] = conn
+        waiter[0].set()
+
+
 # -- measuring ------------------------------------------------------------------------
 
 
 @dataclass
 class Window:
-    """What one contender did in one scenario, summed over its slices."""
+    """What one contender's workers did while one query ran (one round)."""
 
     sql: str
     workers: int
     measuring: bool = False
-    elapsed: float = 0.0
     ops: list[int] = field(default_factory=list)
     waits: list[float] = field(default_factory=list)
-    open_waits: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.ops = [0] * self.workers
 
 
-class Contender:
-    """A pool (``get``/``put``) or dedicated connections (``conns``) and its parked workers.
+@dataclass
+class Sample:
+    """One contender, one query, one round."""
 
-    Workers run while ``running``; otherwise they wait at ``gate``.  ``busy[i]``
-    is False once worker i is parked, so a slice can end cleanly.
-    """
-
-    def __init__(self, label: str, workers: int, *, get: Optional[Checkout] = None,
-                 put: Optional[Checkin] = None, close: Callable[[], None] = lambda: None,
-                 conns: Optional[list[Any]] = None, green: bool = True, note: str = "") -> None:
-        self.label = label
-        self.workers = workers
-        self.get, self.put, self.close = get, put, close
-        self.conns = conns
-        self.green = green
-        self.note = note
-        self.windows: dict[str, Window] = {}
-        self.window: Optional[Window] = None
-        self.running = False
-        self.shutdown = False
-        self.gate = threading.Event()
-        self.busy = [False] * workers
-        self.since: list[Optional[float]] = [None] * workers
-        self.joins: list[Callable[[], None]] = []
-
-    def prefill(self, size: int) -> None:
-        """Open the pool's connections before any measuring (all checked out, then back)."""
-        if self.get is None or self.put is None:
-            return
-        conns = [self.get() for _ in range(size)]
-        for conn in conns:
-            self.put(conn)
-
-    def start_workers(self) -> None:
-        self.joins = [start(self._work, i) for i in range(self.workers)]
-
-    def _work(self, i: int) -> None:
-        get, put, since, busy = self.get, self.put, self.since, self.busy
-        own = self.conns[i] if self.conns is not None else None
-        clock = time.perf_counter
-        while True:
-            if not self.running:
-                busy[i] = False
-                self.gate.wait()
-                if self.shutdown:
-                    return
-                busy[i] = True
-                continue
-            w = cast(Window, self.window)  # set before running is
-            try:
-                if get is None or put is None:
-                    query(own, w.sql)
-                    if w.measuring:
-                        w.ops[i] += 1
-                    continue
-                t0 = since[i] = clock()
-                conn = get()
-                wait = clock() - t0
-                since[i] = None
-                try:
-                    query(conn, w.sql)
-                finally:
-                    put(conn)
-                if w.measuring:
-                    w.ops[i] += 1
-                    w.waits.append(wait)
-            except Exception as exc:  # reported with the results; the run goes on
-                since[i] = None
-                w.errors.append(repr(exc))
-                hub_sleep(0.01)
-
-    def run_slice(self, scenario: str, seconds: float, psycopg2_used: bool) -> None:
-        w = self.windows[scenario]
-        if psycopg2_used:
-            set_psycopg2_green(self.green)
-        self.window = w
-        self.running = True
-        self.gate.set()
-        hub_sleep(SLICE_WARMUP)
-        started = time.perf_counter()
-        w.measuring = True
-        hub_sleep(seconds)
-        w.measuring = False
-        ended = time.perf_counter()
-        w.elapsed += ended - started
-        w.open_waits.extend(ended - s for s in list(self.since) if s is not None)
-        self.gate.clear()
-        self.running = False
-        while any(self.busy):
-            hub_sleep(0.001)
-
-    def stop(self) -> None:
-        self.shutdown = True
-        self.gate.set()
-        for join in self.joins:
-            join()
-        self.close()
+    qps: float
+    wait_p50: Optional[float] = None  # seconds
+    wait_p99: Optional[float] = None
+    wait_max: Optional[float] = None
+    expected: Optional[float] = None  # FIFO expectation of a wait, seconds
+    starved: int = 0
+    jain: float = 1.0
+    errors: int = 0
+    error: str = ""
+    ratio: Optional[float] = None  # to ideal of the same round
+    ratio_nopool: Optional[float] = None
 
 
 @dataclass
-class Result:
-    hub: str
-    db: str
-    scenario: str
-    contender: str
+class Built:
+    """A contender ready to run: a pool (``get``/``put``) or dedicated ``conns``."""
+
     workers: int
-    seconds: float
-    qps: float
-    jain: float
-    ops_min: int
-    ops_median: float
-    ops_max: int
-    starved: int
-    wait_p50_ms: Optional[float]
-    wait_p99_ms: Optional[float]
-    wait_max_ms: Optional[float]
-    errors: int = 0
-    note: str = ""
-    x_ideal: Optional[float] = None
-    x_ideal_s: Optional[float] = None
+    get: Optional[Callable[[], Any]] = None
+    put: Optional[Callable[[Any], None]] = None
+    conns: Optional[list[Any]] = None
+    close: Callable[[], None] = lambda: None
+    green: bool = True  # psycopg2 wait callback installed while it runs
+    live: bool = True  # False between windows: a slow get() may give up (Drained)
+
+
+class Drained(Exception):
+    """A checkout given up because its window closed (connect per request only)."""
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
 
 
 def jain(values: list[int]) -> float:
@@ -359,146 +332,371 @@ def jain(values: list[int]) -> float:
     return total * total / (len(values) * squares) if squares else 0.0
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[index]
+class Runner:
+    """Runs a built contender's workers through the queries of one round."""
 
+    def __init__(self, built: Built) -> None:
+        self.b = built
+        n = built.workers
+        self.window: Optional[Window] = None
+        self.running = False
+        self.shutdown = False
+        self.gate = threading.Event()
+        self.busy = [True] * n  # until each worker first parks
+        self.since: list[Optional[float]] = [None] * n
+        self.joins = [spawn(self._work, i) for i in range(n)]
 
-def summarise(db: str, scenario: str, c: Contender) -> Result:
-    w = c.windows[scenario]
-    ops = w.ops
-    waits = sorted(w.waits)
-    ms: list[Optional[float]] = [None, None, None]
-    if c.get is not None and (waits or w.open_waits):
-        longest = max(waits[-1:] + w.open_waits)
-        if waits:
-            ms[:2] = [percentile(waits, 0.5) * 1e3, percentile(waits, 0.99) * 1e3]
-        ms[2] = longest * 1e3
-    return Result(
-        hub=str(HUB),
-        db=db,
-        scenario=scenario,
-        contender=c.label,
-        workers=w.workers,
-        seconds=w.elapsed,
-        qps=sum(ops) / w.elapsed if w.elapsed else 0.0,
-        jain=jain(ops),
-        ops_min=min(ops),
-        ops_median=statistics.median(ops),
-        ops_max=max(ops),
-        starved=sum(1 for n in ops if n == 0),
-        wait_p50_ms=ms[0],
-        wait_p99_ms=ms[1],
-        wait_max_ms=ms[2],
-        errors=len(w.errors),
-        note=(w.errors[0] if w.errors else c.note)[:90],
-    )
+    def _park(self, i: int) -> bool:
+        self.busy[i] = False
+        self.gate.wait()
+        self.busy[i] = True
+        return not self.shutdown
+
+    def _work(self, i: int) -> None:
+        b = self.b
+        if b.conns is not None:
+            self._work_dedicated(i, b.conns[i])
+            return
+        get, put, since = b.get, b.put, self.since
+        assert get is not None and put is not None
+        clock = time.perf_counter
+        while True:
+            if not self.running:
+                if not self._park(i):
+                    return
+                continue
+            w = self.window
+            assert w is not None
+            try:
+                t0 = since[i] = clock()
+                conn = get()
+                waited = clock() - t0
+                since[i] = None
+                try:
+                    query(conn, w.sql)
+                finally:
+                    put(conn)
+                if w.measuring:
+                    w.ops[i] += 1
+                    w.waits.append(waited)
+            except Drained:
+                since[i] = None
+            except Exception as exc:  # reported with the results; the run goes on
+                since[i] = None
+                w.errors.append(repr(exc))
+                time.sleep(0.01)
+
+    def _work_dedicated(self, i: int, conn: Any) -> None:
+        while True:
+            if not self.running:
+                if not self._park(i):
+                    return
+                continue
+            w = self.window
+            assert w is not None
+            try:
+                query(conn, w.sql)
+                if w.measuring:
+                    w.ops[i] += 1
+            except Exception as exc:
+                w.errors.append(repr(exc))
+                time.sleep(0.01)
+
+    def measure(self, sql: str, warmup: float, seconds: float, size: int) -> Sample:
+        w = self.window = Window(sql, self.b.workers)
+        self.b.live = self.running = True
+        self.gate.set()
+        time.sleep(warmup)
+        w.measuring = True
+        started = time.perf_counter()
+        time.sleep(seconds)
+        w.measuring = False
+        ended = time.perf_counter()
+        open_waits = [ended - s for s in list(self.since) if s is not None]
+        self.gate.clear()
+        self.b.live = self.running = False
+        while any(self.busy):
+            time.sleep(0.001)
+        elapsed = ended - started
+        ops = w.ops
+        sample = Sample(
+            qps=sum(ops) / elapsed,
+            starved=sum(1 for n in ops if n == 0),
+            jain=jain(ops),
+            errors=len(w.errors),
+            error=w.errors[0][:100] if w.errors else "",
+        )
+        if self.b.get is not None:
+            waits = sorted(w.waits + open_waits)
+            if waits:
+                sample.wait_p50 = percentile(waits, 0.5)
+                sample.wait_p99 = percentile(waits, 0.99)
+                sample.wait_max = waits[-1]
+            if sample.qps:
+                sample.expected = max(0, self.b.workers - size) / sample.qps
+        return sample
+
+    def stop(self) -> None:
+        self.shutdown = True
+        self.gate.set()
+        for join in self.joins:
+            join()
 
 
 # -- contenders -----------------------------------------------------------------------
-# Each builder returns a Contender, or None where it does not apply.
 
 
-def ideal(db: str, args: argparse.Namespace, workers: int) -> list[Contender]:
-    count = min(workers, args.ideal_cap)
-    set_psycopg2_green(True)
-    module, kwargs = db_module(db), connect_kwargs(db)
-    conns: list[Any] = []
-    note = ""
-    for _ in range(count):
+@dataclass
+class Ctx:
+    db: str
+    size: int
+    workers: int
+    args: argparse.Namespace
+
+    @property
+    def module(self) -> Any:
+        return db_module(self.db)
+
+    def connect(self) -> Any:
+        return self.module.connect(**connect_kwargs(self.db))
+
+
+def in_parallel(fn: Callable[[], Any], count: int, undo: Callable[[Any], None]) -> list[Any]:
+    """``count`` calls of ``fn`` at once (connects take 3 ms on PostgreSQL, 20 on MariaDB)."""
+    results: list[Any] = []
+    errors: list[BaseException] = []
+
+    def one() -> None:
         try:
-            conns.append(module.connect(**kwargs))
-        except Exception as exc:  # the server's connection limit, most likely
-            note = f"only {len(conns)} of {count} connections: {exc!r}"
-            break
+            results.append(fn())
+        except Exception as exc:
+            errors.append(exc)
+
+    for join in [spawn(one) for _ in range(count)]:
+        join()
+    if errors:
+        for result in results:
+            undo(result)
+        raise errors[0]
+    return results
+
+
+def prefilled(ctx: Ctx, built: Built) -> Built:
+    """Open the pool's connections before the clock starts (all out, then back)."""
+    assert built.get is not None and built.put is not None
+    for conn in in_parallel(built.get, ctx.size, built.put):
+        built.put(conn)
+    return built
+
+
+def dedicated(ctx: Ctx, count: int) -> Built:
+    conns = in_parallel(ctx.connect, count, close_quietly)
 
     def close() -> None:
         for conn in conns:
             close_quietly(conn)
 
-    size = min(args.size, len(conns))
-    return [
-        Contender(f"ideal ({len(conns)} dedicated)", len(conns), conns=conns, close=close,
-                  note=note),
-        Contender(f"ideal-S ({size} dedicated)", size, conns=conns[:size]),
-    ]
+    return Built(len(conns), conns=conns, close=close)
 
 
-def greenpool_raw(db: str, args: argparse.Namespace, workers: int) -> Optional[Contender]:
-    set_psycopg2_green(True)
-    pool = greenpool.RawConnectionPool(db_module(db), max_size=args.size, hub=HUB,
-                                       **connect_kwargs(db))
-    return Contender("greenpool Raw", workers, get=pool.get, put=pool.put, close=pool.close)
+def build_ideal(ctx: Ctx) -> Built:
+    return dedicated(ctx, ctx.size)
 
 
-def greenpool_tpooled(db: str, args: argparse.Namespace, workers: int) -> Optional[Contender]:
-    if db == "mariadb" and HUB == "gevent":
-        return None
-    set_psycopg2_green(False)
-    pool = greenpool.TpooledConnectionPool(db_module(db), max_size=args.size, hub=HUB,
-                                           **connect_kwargs(db))
-    return Contender("greenpool Tpooled", workers, get=pool.get, put=pool.put,
-                     close=pool.close, green=False)
+def build_nopool(ctx: Ctx) -> Built:
+    return dedicated(ctx, min(ctx.workers, ctx.args.ideal_cap))
 
 
-def eventlet_db_pool(tpooled: bool) -> Callable[..., Optional[Contender]]:
-    def build(db: str, args: argparse.Namespace, workers: int) -> Optional[Contender]:
-        if HUB != "eventlet":
-            return None
-        import eventlet.db_pool
+def build_connect_per_request(ctx: Ctx) -> Built:
+    gate = FifoPool(lambda: True, ctx.size, resolve_hub(HUB))
+    module, kwargs = ctx.module, connect_kwargs(ctx.db)
 
-        set_psycopg2_green(not tpooled)
-        cls = eventlet.db_pool.TpooledConnectionPool if tpooled else (
-            eventlet.db_pool.RawConnectionPool)
-        pool = cls(db_module(db), max_size=args.size, **connect_kwargs(db))
-        label = "eventlet.db_pool " + ("Tpooled" if tpooled else "Raw")
-        return Contender(label, workers, get=pool.get, put=pool.put, close=pool.clear,
-                         green=not tpooled)
+    def get() -> Any:
+        gate.get()
+        if not built.live:  # the window closed: no connect (up to 20 ms) for nothing
+            gate.put(True)
+            raise Drained
+        try:
+            return module.connect(**kwargs)
+        except BaseException:
+            gate.put(True)
+            raise
+
+    def put(conn: Any) -> None:
+        try:
+            conn.close()
+        finally:
+            gate.put(True)
+
+    built = Built(ctx.workers, get=get, put=put)
+    return built
+
+
+def build_fifo(ctx: Ctx) -> Built:
+    pool = FifoPool(ctx.connect, ctx.size, resolve_hub(HUB))
+    built = prefilled(ctx, Built(ctx.workers, get=pool.get, put=pool.put))
+
+    def close() -> None:
+        while pool._idle:
+            close_quietly(pool._idle.popleft())
+
+    built.close = close
+    return built
+
+
+def greenpool_pool(cls: Any) -> Callable[[Ctx], Built]:
+    def build(ctx: Ctx) -> Built:
+        pool = cls(ctx.module, max_size=ctx.size, hub=HUB, **connect_kwargs(ctx.db))
+        green = cls is not greenpool.TpooledConnectionPool
+        return prefilled(ctx, Built(ctx.workers, get=pool.get, put=pool.put,
+                                    close=pool.close, green=green))
 
     return build
 
 
-def psycopg2_threaded(db: str, args: argparse.Namespace, workers: int) -> Optional[Contender]:
-    if db != "postgres":
-        return None
-    import psycopg2.pool
+def build_eventlet(tpooled: bool) -> Callable[[Ctx], Built]:
+    def build(ctx: Ctx) -> Built:
+        import eventlet.db_pool
 
-    set_psycopg2_green(True)
-    # minconn = maxconn: it closes every connection returned beyond minconn.
-    pool = psycopg2.pool.ThreadedConnectionPool(args.size, args.size, **connect_kwargs(db))
-    retry_sleep = args.retry_sleep
+        cls = (eventlet.db_pool.TpooledConnectionPool if tpooled
+               else eventlet.db_pool.RawConnectionPool)
+        pool = cls(ctx.module, max_size=ctx.size, **connect_kwargs(ctx.db))
+        return prefilled(ctx, Built(ctx.workers, get=pool.get, put=pool.put, close=pool.clear,
+                                    green=not tpooled))
 
-    def get() -> Any:
-        # It raises PoolError when exhausted instead of waiting: callers must retry.
-        while True:
+    return build
+
+
+def build_psycopg2(retry: bool) -> Callable[[Ctx], Built]:
+    def build(ctx: Ctx) -> Built:
+        import psycopg2.pool
+
+        # minconn = maxconn: it closes every connection returned beyond minconn.
+        pool = psycopg2.pool.ThreadedConnectionPool(ctx.size, ctx.size, **connect_kwargs(ctx.db))
+        if retry:
+            pause = ctx.args.retry_sleep
+
+            def get() -> Any:
+                while True:  # it raises PoolError when exhausted instead of waiting
+                    try:
+                        return pool.getconn()
+                    except psycopg2.pool.PoolError:
+                        time.sleep(pause)
+
+            return Built(ctx.workers, get=get, put=pool.putconn, close=pool.closeall)
+        sem = threading.BoundedSemaphore(ctx.size)
+
+        def get_sem() -> Any:
+            sem.acquire()
             try:
                 return pool.getconn()
-            except psycopg2.pool.PoolError:
-                hub_sleep(retry_sleep)
+            except BaseException:
+                sem.release()
+                raise
 
-    return Contender("psycopg2 Threaded+retry", workers, get=get, put=pool.putconn,
-                     close=pool.closeall)
+        def put_sem(conn: Any) -> None:
+            try:
+                pool.putconn(conn)
+            finally:
+                sem.release()
+
+        return Built(ctx.workers, get=get_sem, put=put_sem, close=pool.closeall)
+
+    return build
 
 
-def dbutils_pooled_db(db: str, args: argparse.Namespace, workers: int) -> Optional[Contender]:
-    if HUB != "threads":
-        return None
+def build_dbutils(ctx: Ctx) -> Built:
     from dbutils.pooled_db import PooledDB
 
-    pool = PooledDB(db_module(db), maxconnections=args.size, blocking=True,
-                    **connect_kwargs(db))
-    return Contender("DBUtils PooledDB", workers, get=pool.connection,
-                     put=lambda conn: conn.close(), close=pool.close)
+    pool = PooledDB(ctx.module, maxconnections=ctx.size, blocking=True, **connect_kwargs(ctx.db))
+    return prefilled(ctx, Built(ctx.workers, get=pool.connection, put=lambda conn: conn.close(),
+                                close=pool.close))
 
 
-POOLS: list[Callable[[str, argparse.Namespace, int], Optional[Contender]]] = [
-    greenpool_raw,
-    greenpool_tpooled,
-    eventlet_db_pool(tpooled=False),
-    eventlet_db_pool(tpooled=True),
-    psycopg2_threaded,
-    dbutils_pooled_db,
+def build_sqlalchemy(ctx: Ctx) -> Built:
+    from sqlalchemy.pool import QueuePool
+
+    pool = QueuePool(ctx.connect, pool_size=ctx.size, max_overflow=0, timeout=3600)
+    return prefilled(ctx, Built(ctx.workers, get=pool.connect, put=lambda conn: conn.close(),
+                                close=pool.dispose))
+
+
+@dataclass(frozen=True)
+class Contender:
+    label: str
+    kind: str  # "ideal", "baseline", "greenpool", "reference", "peer"
+    build: Callable[[Ctx], Built]
+    hubs: tuple[str, ...] = HUBS
+    dbs: tuple[str, ...] = DBS
+    needs: str = ""  # a module that must be importable
+    quick: bool = False  # part of --quick
+    keep_open: tuple[str, ...] = ()  # databases where it stays open across rounds
+    skip: Callable[[str, str], str] = lambda hub, db: ""  # why not, or ""
+
+
+def _tpooled_skip(hub: str, db: str) -> str:
+    if hub == "gevent" and db == "mariadb":
+        return "PyMySQL's patched sockets belong to gevent's hub thread"
+    return ""
+
+
+GREENPOOL_RAW = "greenpool Raw"
+IDEAL = "ideal"
+NOPOOL = "no pool"
+
+CONTENDERS = [
+    Contender(IDEAL, "ideal", build_ideal, quick=True),
+    # MariaDB serialises connects (about 20 ms each here) and allows 151 connections:
+    # there the 64 stay open across rounds instead of taking 1.5 s to reopen each round.
+    Contender(NOPOOL, "baseline", build_nopool, keep_open=("mariadb",)),
+    Contender("connect per request", "baseline", build_connect_per_request),
+    Contender(GREENPOOL_RAW, "greenpool", greenpool_pool(greenpool.RawConnectionPool),
+              quick=True),
+    Contender("greenpool Tpooled", "greenpool",
+              greenpool_pool(greenpool.TpooledConnectionPool), skip=_tpooled_skip),
+    Contender("minimal FIFO (reference)", "reference", build_fifo, quick=True),
+    Contender("eventlet.db_pool Raw", "peer", build_eventlet(False), hubs=("eventlet",),
+              needs="eventlet", quick=True),
+    Contender("eventlet.db_pool Tpooled", "peer", build_eventlet(True), hubs=("eventlet",),
+              needs="eventlet"),
+    Contender("psycopg2.pool + semaphore", "peer", build_psycopg2(False), dbs=("postgres",)),
+    Contender("psycopg2.pool + retry", "peer", build_psycopg2(True), dbs=("postgres",)),
+    Contender("DBUtils PooledDB", "peer", build_dbutils, needs="dbutils"),
+    Contender("SQLAlchemy QueuePool", "peer", build_sqlalchemy, needs="sqlalchemy"),
 ]
+
+
+def applicable(c: Contender, hub: str, db: str, args: argparse.Namespace) -> str:
+    """Why ``c`` does not run here, or "" if it does."""
+    if hub not in c.hubs or db not in c.dbs:
+        return "n/a"
+    if args.quick and not c.quick:
+        return "not in --quick"
+    if args.only and c.kind != "ideal" and not any(s in c.label for s in args.only):
+        return "not in --only"
+    if c.needs and importlib.util.find_spec(c.needs) is None:
+        return f"{c.needs} is not installed"
+    return c.skip(hub, db)
+
+
+# -- running --------------------------------------------------------------------------
+
+
+@dataclass
+class Record:
+    """Every round's samples of one contender on one database, by query kind."""
+
+    hub: str
+    db: str
+    label: str
+    kind: str
+    workers: int = 0
+    samples: dict[str, list[Sample]] = field(default_factory=dict)
+    note: str = ""
+
+
+def log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def reachable(db: str) -> str:
@@ -511,154 +709,320 @@ def reachable(db: str) -> str:
     return ""
 
 
-def bench_db(db: str, args: argparse.Namespace, workers: int,
-             log: Callable[[str], None]) -> list[Result]:
-    contenders = ideal(db, args, workers)
+Kept = dict[str, tuple[Built, Runner]]
+
+
+def shut(built: Built, runner: Runner) -> None:
+    runner.stop()
+    set_psycopg2_green(built.green)
+    built.close()
+
+
+def run_turn(c: Contender, ctx: Ctx, rec: Record, sqls: dict[str, str], kept: Kept) -> None:
+    """Build ``c`` (or take it from ``kept``), run every query once, close it (or keep it).
+
+    Appends one sample per query to ``rec``.
+    """
+    args = ctx.args
+    if c.label in kept:
+        built, runner = kept.pop(c.label)
+    else:
+        set_psycopg2_green(True)
+        try:
+            built = c.build(ctx)
+        except Exception as exc:
+            rec.note = f"could not build: {exc!r}"[:100]
+            return
+        runner = Runner(built)
+    rec.workers = built.workers
+    if ctx.db == "postgres":
+        set_psycopg2_green(built.green)
     try:
-        for build in POOLS:
-            c = build(db, args, workers)
-            if c is not None:
-                contenders.append(c)
-        for c in contenders:
-            if db == "postgres":
-                set_psycopg2_green(c.green)
-            c.prefill(args.size)
-            for scenario, sql in SCENARIOS[db].items():
-                c.windows[scenario] = Window(sql, c.workers)
-            c.start_workers()
-        slice_seconds = args.seconds / args.slices
-        for k in range(args.slices):
-            log(f"  {db}: slice {k + 1} of {args.slices}")
-            for scenario in SCENARIOS[db]:
-                for c in contenders:
-                    c.run_slice(scenario, slice_seconds, db == "postgres")
+        for kind, sql in sqls.items():
+            sample = runner.measure(sql, args.warmup, args.window, ctx.size)
+            rec.samples.setdefault(kind, []).append(sample)
+    except BaseException:
+        shut(built, runner)
+        raise
+    if ctx.db in c.keep_open:
+        kept[c.label] = (built, runner)
+    else:
+        shut(built, runner)
+
+
+def bench_db(db: str, args: argparse.Namespace, workers: int) -> list[Record]:
+    ctx = Ctx(db, args.size, workers, args)
+    sqls = queries(db, args.sleep)
+    records: list[Record] = []
+    runnable: list[tuple[Contender, Record]] = []
+    for c in CONTENDERS:
+        rec = Record(str(HUB), db, c.label, c.kind)
+        why = applicable(c, str(HUB), db, args)
+        if why == "n/a" or why.startswith("not in"):
+            continue
+        records.append(rec)
+        if why:
+            rec.note = f"skipped: {why}"
+            log(f"  {db}: {c.label}: skipped: {why}")
+        else:
+            runnable.append((c, rec))
+    kept: Kept = {}
+    try:
+        for r in range(args.rounds):
+            log(f"  {db}: round {r + 1} of {args.rounds}")
+            k = r % len(runnable)
+            for c, rec in runnable[k:] + runnable[:k]:
+                run_turn(c, ctx, rec, sqls, kept)
     finally:
-        for c in contenders:
-            c.stop()
-    results = []
-    for scenario in SCENARIOS[db]:
-        group = [summarise(db, scenario, c) for c in contenders]
-        ideal_qps, ideal_s_qps = group[0].qps, group[1].qps
-        for r in group:
-            r.x_ideal = r.qps / ideal_qps if ideal_qps else None
-            r.x_ideal_s = r.qps / ideal_s_qps if ideal_s_qps else None
-            log(f"  {db:8s} {scenario:9s} {r.contender:26s} {r.qps:9.0f} q/s  "
-                f"Jain {r.jain:.3f}  starved {r.starved}")
-        results.extend(group)
-    return results
+        for built, runner in kept.values():
+            shut(built, runner)
+    # Ratios, round by round, to that round's baselines.
+    by_label = {rec.label: rec for rec in records}
+    for kind in sqls:
+        ideal = by_label[IDEAL].samples.get(kind, [])
+        nopool = by_label[NOPOOL].samples.get(kind, []) if NOPOOL in by_label else []
+        for rec in records:
+            for i, s in enumerate(rec.samples.get(kind, [])):
+                if i < len(ideal) and ideal[i].qps:
+                    s.ratio = s.qps / ideal[i].qps
+                if i < len(nopool) and nopool[i].qps:
+                    s.ratio_nopool = s.qps / nopool[i].qps
+    return records
 
 
-# -- output ---------------------------------------------------------------------------
+# -- summarising ----------------------------------------------------------------------
 
 
-def fmt(value: Optional[float], spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+def med(values: list[Optional[float]]) -> Optional[float]:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+@dataclass
+class Summary:
+    hub: str
+    db: str
+    kind: str  # query kind
+    label: str
+    ckind: str  # contender kind
+    workers: int
+    rounds: int
+    qps: Optional[float] = None
+    ratio: Optional[float] = None
+    ratio_nopool: Optional[float] = None
+    p50: Optional[float] = None
+    p99: Optional[float] = None
+    worst: Optional[float] = None
+    expected: Optional[float] = None
+    p99_exp: Optional[float] = None
+    starved: Optional[int] = None
+    jain: Optional[float] = None
+    errors: int = 0
+    note: str = ""
+
+
+def summarise(rec: Record, kind: str) -> Summary:
+    samples = rec.samples.get(kind, [])
+    s = Summary(rec.hub, rec.db, kind, rec.label, rec.kind, rec.workers, len(samples),
+                note=rec.note)
+    if not samples:
+        return s
+    s.qps = med([x.qps for x in samples])
+    s.ratio = med([x.ratio for x in samples])
+    s.ratio_nopool = med([x.ratio_nopool for x in samples])
+    s.p50 = med([x.wait_p50 for x in samples])
+    s.p99 = med([x.wait_p99 for x in samples])
+    worst = [x.wait_max for x in samples if x.wait_max is not None]
+    s.worst = max(worst) if worst else None
+    s.expected = med([x.expected for x in samples])
+    s.p99_exp = med([x.wait_p99 / x.expected if x.wait_p99 is not None and x.expected
+                     else None for x in samples])
+    s.starved = max(x.starved for x in samples)
+    s.jain = min(x.jain for x in samples)
+    s.errors = sum(x.errors for x in samples)
+    if s.errors and not s.note:
+        s.note = next(x.error for x in samples if x.error)
+    return s
+
+
+def fmt(value: Optional[float], spec: str, scale: float = 1.0) -> str:
+    return "-" if value is None else format(value * scale, spec)
 
 
 HEADER = (
-    f"{'hub':8s} {'contender':26s} {'W':>4s} {'q/s':>7s} {'x ideal':>7s} {'x id-S':>6s} "
-    f"{'Jain':>6s} {'ops/worker min/med/max':>23s} {'starved':>7s} "
-    f"{'wait ms p50/p99/max':>20s}"
+    f"{'hub':8s} {'contender':26s} {'W':>4s} {'q/s':>7s} {'x ideal':>7s} {'x no-pool':>9s} "
+    f"{'wait ms p50/p99/max':>20s} {'exp ms':>6s} {'p99/exp':>7s} {'starved':>7s} {'Jain':>5s}"
 )
 
 
-def row(r: Result) -> str:
-    ops = f"{r.ops_min}/{r.ops_median:g}/{r.ops_max}"
-    waits = (
-        f"{fmt(r.wait_p50_ms, '.2f')}/{fmt(r.wait_p99_ms, '.1f')}/{fmt(r.wait_max_ms, '.0f')}"
-    )
+def row(s: Summary) -> str:
+    if s.qps is None:
+        return f"{s.hub:8s} {s.label:26s} {'':>4s} {s.note}"
+    waits = f"{fmt(s.p50, '.1f', 1e3)}/{fmt(s.p99, '.1f', 1e3)}/{fmt(s.worst, '.0f', 1e3)}"
     line = (
-        f"{r.hub:8s} {r.contender:26s} {r.workers:4d} {r.qps:7.0f} {fmt(r.x_ideal, '.2f'):>7s} "
-        f"{fmt(r.x_ideal_s, '.2f'):>6s} {r.jain:6.3f} {ops:>23s} {r.starved:7d} {waits:>20s}"
+        f"{s.hub:8s} {s.label:26s} {s.workers:4d} {s.qps:7.0f} {fmt(s.ratio, '.2f'):>7s} "
+        f"{fmt(s.ratio_nopool, '.2f'):>9s} {waits:>20s} {fmt(s.expected, '.1f', 1e3):>6s} "
+        f"{fmt(s.p99_exp, '.1f'):>7s} {s.starved:7d} {fmt(s.jain, '.2f'):>5s}"
     )
-    if r.errors:
-        line += f"  {r.errors} errors: {r.note}"
-    elif r.note:
-        line += f"  ({r.note})"
+    if s.errors:
+        line += f"  {s.errors} errors: {s.note}"
+    elif s.note:
+        line += f"  ({s.note})"
     return line
 
 
-def print_table(results: list[Result], args: argparse.Namespace) -> None:
+def verdicts(summaries: list[Summary]) -> list[str]:
+    """The target lines for greenpool Raw, one per hub, database and query."""
+    lines = []
+    groups: dict[tuple[str, str, str], list[Summary]] = {}
+    for s in summaries:
+        groups.setdefault((s.hub, s.db, s.kind), []).append(s)
+    for (hub, db, kind), group in groups.items():
+        ours = next((s for s in group if s.label == GREENPOOL_RAW and s.ratio is not None), None)
+        if ours is None:
+            continue
+        need = TARGET_RATIO[kind]
+        assert ours.ratio is not None and ours.starved is not None
+        fair_peers = [s for s in group if s.ckind == "peer" and s.ratio is not None
+                      and s.starved == 0 and not s.errors]
+        best = max(fair_peers, key=lambda s: s.ratio or 0.0, default=None)
+        checks = [
+            ("starved=0", ours.starved == 0, f"{ours.starved}"),
+            (f"p99/exp<={TARGET_P99:g}", ours.p99_exp is not None and ours.p99_exp <= TARGET_P99,
+             fmt(ours.p99_exp, ".1f")),
+            (f"x ideal>={need:.2f}", ours.ratio >= need, f"{ours.ratio:.2f}"),
+            ("beats fair peers", best is None or ours.ratio > (best.ratio or 0.0),
+             "no fair peer" if best is None else f"best {best.label} {best.ratio:.2f}"),
+        ]
+        info = hub not in TARGET_HUBS
+        parts = []
+        for name, ok, value in checks:
+            word = "PASS" if ok else "MISS"
+            parts.append(f"{name}: {'(' + word + ')' if info else word} {value}")
+        sql = "SELECT 1" if kind == "select" else "sleep"
+        lines.append(f"  {hub:8s} {db:8s} {sql:8s}  " + "   ".join(parts)
+                     + ("   [threads: for information]" if info else ""))
+    return lines
+
+
+def report(records: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    recs = []
+    for d in records:
+        samples = {k: [Sample(**x) for x in v] for k, v in d.pop("samples").items()}
+        recs.append(Record(samples=samples, **d))
+    summaries = [summarise(rec, kind) for rec in recs for kind in ("select", "sleep")
+                 if rec.samples.get(kind) or rec.note]
     print(
-        f"\ncontended checkout + query + return: pools of S={args.size}, {args.seconds:g} s "
-        f"per contender in {args.slices} interleaved slices; ratios against the baselines "
-        "of the same hub process"
+        f"\ncontended checkout + query + return: W={args.workers} green threads "
+        f"({min(args.workers, args.threads)} OS threads on the threads hub) sharing pools of "
+        f"S={args.size} connections;\n{args.rounds} interleaved rounds of {args.window:g} s per "
+        "contender and query; medians of per-round values (starved and Jain: worst round; "
+        "max wait: worst round)"
     )
-    keys: list[tuple[str, str]] = []
-    for r in results:
-        if (r.db, r.scenario) not in keys:
-            keys.append((r.db, r.scenario))
-    for db, scenario in keys:
-        print(f"\n{db} / {scenario}")
-        print(HEADER)
-        for r in results:
-            if (r.db, r.scenario) == (db, scenario):
-                print(row(r))
+    for db in DBS:
+        for kind in ("select", "sleep"):
+            group = [s for s in summaries if s.db == db and s.kind == kind]
+            if not group:
+                continue
+            print(f"\n{db} / {query_label(kind, args.sleep)}")
+            print(HEADER)
+            for s in group:
+                print(row(s))
+    lines = verdicts(summaries)
+    if lines:
+        print("\ntargets for greenpool Raw (PASS/MISS; medians over rounds; "
+              "'fair peers' = peer libraries with no starved worker in any round)")
+        if args.rounds < 5:
+            print("  (fewer than 5 rounds: the targets are defined over at least 5)")
+        for line in lines:
+            print(line)
+
+
+# -- processes ------------------------------------------------------------------------
+
+FORWARDED = ("db", "rounds", "window", "warmup", "workers", "threads", "size", "sleep",
+             "ideal_cap", "retry_sleep")
 
 
 def child_argv(args: argparse.Namespace, hub: str, out: str) -> list[str]:
-    argv = [sys.executable, __file__, "--hub", hub, "--json", out, "--db", args.db]
-    for name in ("seconds", "slices", "workers", "threads", "size", "ideal_cap", "retry_sleep"):
+    argv = [sys.executable, __file__, "--hub", hub, "--json", out]
+    for name in FORWARDED:
         argv += ["--" + name.replace("_", "-"), str(getattr(args, name))]
+    if args.quick:
+        argv.append("--quick")
+    if args.only:
+        argv += ["--only", ",".join(args.only)]
     return argv
 
 
 def run_all_hubs(args: argparse.Namespace) -> None:
-    results: list[Result] = []
-    for hub in HUBS:
+    records: list[dict[str, Any]] = []
+    hubs = TARGET_HUBS if args.quick else HUBS
+    started = time.monotonic()
+    for hub in hubs:
         with tempfile.NamedTemporaryFile("r", suffix=".json") as out:
-            print(f"hub {hub} ...", file=sys.stderr, flush=True)
+            log(f"hub {hub} ...")
             done = subprocess.run(child_argv(args, hub, out.name), stdout=subprocess.DEVNULL)
             if done.returncode != 0:
-                print(f"hub {hub}: failed with exit status {done.returncode}", file=sys.stderr)
+                log(f"hub {hub}: failed with exit status {done.returncode}")
                 continue
-            results.extend(Result(**d) for d in json.load(out))
-    print_table(results, args)
+            records.extend(json.load(out))
+    log(f"total {time.monotonic() - started:.0f} s")
+    report(records, args)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--hub", choices=HUBS,
-                        help="measure on this hub (default: each hub in a subprocess)")
-    parser.add_argument("--seconds", type=float, default=1.5,
-                        help="measured time per contender and scenario (1.5)")
-    parser.add_argument("--slices", type=int, default=3,
-                        help="interleaved slices the measured time is cut into (3)")
-    parser.add_argument("--workers", type=int, default=200, help="green workers (200)")
+                        help="measure on this hub only (default: each hub in a subprocess)")
+    parser.add_argument("--db", choices=("postgres", "mariadb", "both"), default="both")
+    parser.add_argument("--quick", action="store_true",
+                        help="green hubs; ideal, greenpool Raw, the FIFO reference and "
+                        "eventlet.db_pool Raw; 0.1 s windows (about 30 s)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (5)")
+    parser.add_argument("--window", type=float, default=None,
+                        help="measured seconds per contender, query and round (0.15; quick 0.1)")
+    parser.add_argument("--warmup", type=float, default=None,
+                        help="seconds run before each window (0.05; quick 0.03)")
+    parser.add_argument("--workers", type=int, default=200, help="green workers W (200)")
     parser.add_argument("--threads", type=int, default=32,
                         help="most workers on the threads hub (32)")
-    parser.add_argument("--size", type=int, default=8, help="pool max_size S (8)")
-    parser.add_argument("--db", choices=("postgres", "mariadb", "both"), default="both")
-    parser.add_argument("--ideal-cap", type=int, default=32,
-                        help="most dedicated connections for the ideal baseline (32)")
+    parser.add_argument("--size", type=int, default=10, help="pool max_size S (10)")
+    parser.add_argument("--sleep", type=float, default=0.002,
+                        help="seconds the sleeping query sleeps on the server (0.002)")
+    parser.add_argument("--ideal-cap", type=int, default=64,
+                        help="most dedicated connections for the no-pool baseline (64)")
     parser.add_argument("--retry-sleep", type=float, default=0.001,
-                        help="psycopg2.pool callers' sleep before retrying (0.001 s)")
+                        help="psycopg2.pool + retry: sleep before retrying (0.001 s)")
+    parser.add_argument("--only", type=lambda s: [x for x in s.split(",") if x], default=None,
+                        help="comma-separated parts of contender labels to run (ideal always)")
     parser.add_argument("--json", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    for name in ("seconds", "slices", "workers", "threads", "size", "ideal_cap", "retry_sleep"):
+    if args.window is None:
+        args.window = 0.1 if args.quick else 0.15
+    if args.warmup is None:
+        args.warmup = 0.03 if args.quick else 0.05
+    for name in FORWARDED[1:]:
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.hub is None:
         run_all_hubs(args)
         return
     workers = args.workers if HUB != "threads" else min(args.workers, args.threads)
-    dbs = ("postgres", "mariadb") if args.db == "both" else (args.db,)
-
-    def log(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
-    results: list[Result] = []
+    dbs = DBS if args.db == "both" else (args.db,)
+    records: list[Record] = []
     for db in dbs:
         why = reachable(db)
         if why:
             log(f"{db}: unreachable, skipped: {why}")
             continue
-        results.extend(bench_db(db, args, workers, log))
+        records.extend(bench_db(db, args, workers))
+    dumped = [asdict(r) for r in records]
     if args.json:
         with open(args.json, "w") as out:
-            json.dump([asdict(r) for r in results], out)
+            json.dump(dumped, out)
     else:
-        print_table(results, args)
+        report(dumped, args)
 
 
 if __name__ == "__main__":

@@ -41,22 +41,28 @@ class ConnectGate:
         self.last_error: Optional[BaseException] = None
         self._trial = False
         self._event: Any = None
+        # Bumped by every counted failure: connects that started before it and fail
+        # afterwards belong to the same burst and do not lengthen the back-off again.
+        self._epoch = 0
 
     @property
     def down(self) -> bool:
         """True while the last connect failed and none has succeeded since."""
         return self.failures > 0
 
-    def enter(self, deadline: Optional[float]) -> None:
-        """Return when the caller may connect; raise DatabaseUnavailable at ``deadline``."""
+    def enter(self, deadline: Optional[float]) -> int:
+        """Wait until the caller may connect; raise DatabaseUnavailable at ``deadline``.
+
+        Returns a ticket to hand to :meth:`failed`.
+        """
         while True:
             with self._lock:
                 if self.failures == 0:
-                    return
+                    return self._epoch
                 now = self._hub.monotonic()
                 if not self._trial and now >= self.next_try:
                     self._trial = True
-                    return
+                    return self._epoch
                 if self._event is None:
                     self._event = self._hub.event()
                 event = self._event
@@ -91,14 +97,18 @@ class ConnectGate:
             log.warning("%s: the database is reachable again after %d failed connects",
                         self._label, was_down)
 
-    def failed(self, error: BaseException) -> None:
+    def failed(self, error: BaseException, ticket: Optional[int] = None) -> None:
+        """A connect failed; ``ticket`` is what :meth:`enter` returned for it."""
         with self._lock:
+            self.last_error = error
+            if ticket is not None and ticket != self._epoch:
+                return  # part of a burst already counted: same back-off step
+            self._epoch += 1
             self.failures += 1
             failures = self.failures
             delay = min(self.cap, self.base * 2 ** min(failures - 1, 30))
             delay *= random.uniform(0.8, 1.2)
             self.next_try = self._hub.monotonic() + delay
-            self.last_error = error
             self._trial = False
             event, self._event = self._event, None
         if event is not None:

@@ -51,6 +51,12 @@ _MISSING: Any = object()
 #: While callers wait, how often the sweeper looks for garbage-collected checkouts.
 ORPHAN_POLL = 1.0
 
+# Enum members looked up once: ``ReturnState.IDLE`` costs a class attribute lookup
+# on every return otherwise.
+_IDLE, _DIRTY, _BUSY, _CLOSED = (
+    ReturnState.IDLE, ReturnState.DIRTY, ReturnState.BUSY, ReturnState.CLOSED
+)
+
 #: Connection ages are shortened by up to this fraction, at random, so connections
 #: opened together do not all expire together.
 AGE_JITTER = 0.05
@@ -327,12 +333,12 @@ class BaseConnectionPool(Pool[_Entry]):
 
     def _create_item(self, deadline: Optional[float]) -> _Entry:
         gate = self._gate
-        gate.enter(deadline)
+        ticket = gate.enter(deadline)
         try:
             entry = self.create()
         except BaseException as exc:
             if isinstance(exc, Exception):
-                gate.failed(exc)
+                gate.failed(exc, ticket)
             else:
                 gate.leave()
             raise
@@ -656,7 +662,7 @@ class BaseConnectionPool(Pool[_Entry]):
             return None
         try:
             self._blocking(check, conn)
-            if driver.return_state(conn) is ReturnState.DIRTY:
+            if driver.return_state(conn) is _DIRTY:
                 self._blocking(conn.rollback)  # the check must not leave a transaction open
         except Exception as exc:
             self._suspect_before = now
@@ -749,9 +755,12 @@ class BaseConnectionPool(Pool[_Entry]):
             self._discard(entry, reason, lost=reason in _LOST_REASONS)
             return
         entry.last_used = now
+        # With callers waiting, the connection goes to one of them, not to the idle
+        # list, and a sweep is due within ORPHAN_POLL anyway: nothing to schedule.
+        handed_over = bool(self._waiters)
         self._dispatch(entry)
         sweeper = self._sweeper
-        if sweeper is not None:
+        if sweeper is not None and not handed_over:
             max_idle = self.max_idle
             deadline = entry.expires_at
             if max_idle is not None and now + max_idle < deadline:
@@ -799,14 +808,14 @@ class BaseConnectionPool(Pool[_Entry]):
             return "expired"
         conn = entry.conn
         state = self._driver.return_state(conn)
-        if state is ReturnState.CLOSED:
+        if state is _CLOSED:
             self._suspect_before = now
             return "closed by its user or server"
-        if state is ReturnState.BUSY:
+        if state is _BUSY:
             return "returned in the middle of a query"
         if cleanup is _MISSING:
             cleanup = self._cleanup
-        if cleanup is None or (cleanup is cleanup_rollback and state is ReturnState.IDLE):
+        if cleanup is None or (cleanup is cleanup_rollback and state is _IDLE):
             return None
         try:
             self._blocking(cleanup, conn)

@@ -219,12 +219,16 @@ class Pool(Generic[T]):
             raise
         finally:
             self._wait_time += self.hub.monotonic() - started
-        with self._lock:
-            state = waiter.state
-            if state == _WAITING:
-                waiter.state = _CANCELLED
-                self._waiters.remove(waiter)
-                self._timeouts += 1
+        # Once set, the event guarantees the state moved on from _WAITING, and only
+        # this waiter changes it after that: the lock is needed for a timeout only.
+        state = waiter.state
+        if state == _WAITING:
+            with self._lock:
+                state = waiter.state
+                if state == _WAITING:
+                    waiter.state = _CANCELLED
+                    self._waiters.remove(waiter)
+                    self._timeouts += 1
         if state == _SERVED:
             return waiter.item
         if state == _GRANTED:

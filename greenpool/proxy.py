@@ -86,6 +86,27 @@ class GenericConnectionWrapper:
         return f"<{type(self).__name__} for {self._base!r}>"
 
 
+class _Forwarded:
+    """A connection attribute read on every query (``cursor``, ``commit``, ``rollback``).
+
+    Gives exactly what :meth:`PooledConnectionWrapper.__getattr__` would (the
+    connection's own attribute, :class:`~greenpool.errors.ConnectionReturned`
+    once returned) without first failing the ordinary lookup, which costs
+    about three times as much.
+    """
+
+    __slots__ = ("name",)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, wrapper: Any, owner: Optional[type] = None) -> Any:
+        if wrapper is None:
+            return self
+        entry = wrapper._entry
+        return getattr(_RETURNED if entry is None else entry.delegate, self.name)
+
+
 class PooledConnectionWrapper(GenericConnectionWrapper):
     """A connection checked out of a pool; ``close()`` puts it back.
 
@@ -99,6 +120,10 @@ class PooledConnectionWrapper(GenericConnectionWrapper):
     """
 
     __slots__ = ("_entry", "__weakref__")
+
+    cursor = _Forwarded()
+    commit = _Forwarded()
+    rollback = _Forwarded()
 
     def __init__(self, entry: _Entry) -> None:
         _set_entry(self, entry)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any, Callable, ContextManager, Optional, TypeVar
 
 import eventlet
-import eventlet.event
 import eventlet.tpool
 import greenlet
+from eventlet.hubs import get_hub
 
 from .base import Event, Hub, Task
 
@@ -15,21 +15,52 @@ T = TypeVar("T")
 
 
 class _EventletEvent(Event):
-    __slots__ = ("_event",)
+    """A one-shot event on eventlet's hub, with any number of waiters.
+
+    Written on the hub's scheduling rather than wrapping ``eventlet.event.Event``:
+    the pool makes one per waiting checkout, so its cost is paid on every
+    contended hand-off.  ``set()`` never switches; each waiter is resumed by the
+    hub at its next turn, unless it has left already (timed out, killed).
+    """
+
+    __slots__ = ("_flag", "_waiters")
 
     def __init__(self) -> None:
-        self._event = eventlet.event.Event()
+        self._flag = False
+        self._waiters: list[Any] = []
 
     def set(self) -> None:
-        if not self._event.ready():
-            self._event.send(True)
+        if self._flag:
+            return
+        self._flag = True
+        if self._waiters:
+            hub = get_hub()
+            for waiter in self._waiters:
+                hub.schedule_call_global(0, self._wake, waiter)
+
+    def _wake(self, waiter: Any) -> None:
+        if waiter in self._waiters:  # it may have left meanwhile: then leave it alone
+            waiter.switch()
 
     def is_set(self) -> bool:
-        return self._event.ready()
+        return self._flag
 
     def wait(self, timeout: Optional[float] = None) -> bool:
-        self._event.wait(timeout)
-        return self._event.ready()
+        if self._flag:
+            return True
+        current = greenlet.getcurrent()
+        hub = get_hub()
+        self._waiters.append(current)
+        timer = None if timeout is None else hub.schedule_call_global(
+            timeout, self._wake, current
+        )
+        try:
+            hub.switch()
+        finally:
+            self._waiters.remove(current)
+            if timer is not None:
+                timer.cancel()
+        return self._flag
 
 
 class _EventletTask(Task):
