@@ -29,7 +29,7 @@ from .drivers import Driver, ReturnState, describe_target, driver_for
 from .errors import ConnectTimeout, ForeignConnection, PoolClosed
 from .health import resolve_check, socket_hung_up
 from .hubs import HubSpec, resolve_hub
-from .hubs.base import original_lock
+from .hubs.base import ThreadCallTimeout, original_lock
 from .pool import Pool, PoolStats
 from .proxy import PooledConnectionWrapper, ThreadProxy
 from .proxy import detach as _detach
@@ -151,7 +151,7 @@ class _PendingConnect:
     arrives later is closed instead of orphaned.
     """
 
-    __slots__ = ("_connect", "_close", "_lock", "_abandoned", "_conn")
+    __slots__ = ("_connect", "_close", "_lock", "_abandoned", "_conn", "_taken")
 
     def __init__(self, connect: Callable[[], Any], close: Callable[[Any], None]) -> None:
         self._connect = connect
@@ -159,6 +159,7 @@ class _PendingConnect:
         self._lock = original_lock()
         self._abandoned = False
         self._conn: Any = None
+        self._taken = False
 
     def run(self) -> Any:
         conn = self._connect()
@@ -170,12 +171,39 @@ class _PendingConnect:
             self._close(conn)
         return conn
 
-    def abandon(self) -> None:
+    def abandon_unless_taken(self) -> None:
+        """The caller is leaving: unless it got the connection, make sure it is closed."""
         with self._lock:
+            if self._taken:
+                return
             self._abandoned = True
             conn, self._conn = self._conn, None
         if conn is not None:
             self._close(conn)
+
+    def take(self, conn: Any) -> Any:
+        with self._lock:
+            self._taken = True
+        return conn
+
+
+#: What counts as "the connection is bad" when the driver's own errors are unknown.
+_ANY_ERROR: tuple[type[BaseException], ...] = (Exception,)
+
+
+def _driver_errors(module: Any) -> tuple[type[BaseException], ...]:
+    """The exceptions that mean a health check or cleanup failed: the driver's own
+    (PEP 249 ``Error``) and socket errors.  Anything else raised meanwhile (a
+    caller's hub timeout carrying an ``Exception``, say) is the caller's, and
+    propagates after the connection is closed."""
+    error = getattr(module, "Error", None)
+    if isinstance(error, type) and issubclass(error, Exception):
+        return (error, OSError)
+    package = sys.modules.get(getattr(module, "__name__", "").split(".")[0])
+    error = getattr(package, "Error", None)
+    if isinstance(error, type) and issubclass(error, Exception):
+        return (error, OSError)
+    return _ANY_ERROR
 
 
 def _where(entry: _Entry) -> str:
@@ -276,12 +304,16 @@ class BaseConnectionPool(Pool[_Entry]):
         if connect_kwargs is not None and not isinstance(connect_kwargs, dict):
             raise TypeError(f"connect_kwargs must be a dict, got {type(connect_kwargs).__name__}")
         self._driver: Driver = driver_for(db_module)
+        self._driver_errors = _driver_errors(db_module)
         merged = dict(kwargs)
         if connect_kwargs:
             merged.update(connect_kwargs)
+        # The driver's own timeouts, a little longer than the pool's, unless given.
+        self._backstop: dict[str, Any] = {}
         if self._module is not None:
             for key, value in self._driver.connect_timeout_kwargs(self.connect_timeout).items():
-                merged.setdefault(key, value)
+                if key not in merged:
+                    merged[key] = self._backstop[key] = value
         self.connect_args = args
         self.connect_kwargs = merged
         self.target = describe_target(args, merged)
@@ -371,9 +403,12 @@ class BaseConnectionPool(Pool[_Entry]):
         return self._connect_fn(*args, **kw)
 
     def _connect_raw(self) -> Any:
-        return self.connect(
+        conn = self.connect(
             self._module, self.connect_timeout, *self.connect_args, **self.connect_kwargs
         )
+        if self._backstop:
+            self._driver.after_connect(conn, self._backstop)
+        return conn
 
     def _open(self) -> Any:
         """Open a raw connection within ``connect_timeout``.
@@ -383,16 +418,17 @@ class BaseConnectionPool(Pool[_Entry]):
         for with a timeout and, if it arrives late, closed.
         """
         seconds = self.connect_timeout
-        try:
-            if self.connect_in_thread or not self.hub.can_interrupt:
-                if seconds is None and not self.connect_in_thread:
-                    return self._connect_raw()
-                pending = _PendingConnect(self._connect_raw, self._close_late)
-                try:
-                    return self.hub.run_in_thread(pending.run, timeout=seconds)
-                except BaseException:
-                    pending.abandon()
-                    raise
+        if self.connect_in_thread or not self.hub.can_interrupt:
+            if seconds is None and not self.connect_in_thread:
+                return self._connect_raw()
+            pending = _PendingConnect(self._connect_raw, self._close_late)
+            try:
+                return pending.take(self.hub.run_in_thread(pending.run, timeout=seconds))
+            except ThreadCallTimeout:
+                pass  # raised below, outside this handler
+            finally:
+                pending.abandon_unless_taken()
+        else:
             deadline = _ConnectDeadline()
             try:
                 with self.hub.timeout(seconds, deadline):
@@ -400,21 +436,22 @@ class BaseConnectionPool(Pool[_Entry]):
             except _ConnectDeadline as exc:
                 if exc is not deadline:
                     raise
-                raise TimeoutError() from None
-        except TimeoutError:
-            with self._lock:
-                self._connect_timeouts += 1
-            log.warning(
-                "%s: connecting to %s took longer than connect_timeout=%s s",
-                self._label(), self.target, seconds,
-            )
-            raise ConnectTimeout(
-                f"{self._label()}: connecting to {self.target} took longer than "
-                f"connect_timeout={seconds} s"
-            ) from None
+            # Raised here, with no exception context: the interrupted connect's frames
+            # (and the driver's half-open connection in them) are let go at once.
+        with self._lock:
+            self._connect_timeouts += 1
+        log.warning(
+            "%s: connecting to %s took longer than connect_timeout=%s s",
+            self._label(), self.target, seconds,
+        )
+        raise ConnectTimeout(
+            f"{self._label()}: connecting to {self.target} took longer than "
+            f"connect_timeout={seconds} s"
+        )
 
     def create(self) -> _Entry:
         """Open a connection and wrap it in a new entry (called by the pool core)."""
+        generation = self._generation  # a drain() during the connect replaces it
         try:
             conn = self._open()
         except BaseException as exc:
@@ -428,10 +465,11 @@ class BaseConnectionPool(Pool[_Entry]):
             self._serials += 1
             self._opened += 1
             serial = self._serials
-        if self._driver is _GENERIC_DRIVER and self._module is None:
+        if self._module is None and self._driver_errors is _ANY_ERROR:
             self._driver = driver_for(conn)
+            self._driver_errors = _driver_errors(sys.modules.get(type(conn).__module__))
         entry = _Entry(conn, self._delegate(conn), serial, now, self.max_age)
-        entry.generation = self._generation
+        entry.generation = generation
         entry.pool = self
         self._entries.add(entry)
         log.debug("%s: opened connection #%d to %s", self._label(), serial, self.target)
@@ -459,10 +497,10 @@ class BaseConnectionPool(Pool[_Entry]):
         self._close_entry(entry, "retired", lost=False)
 
     def _close_entry(self, entry: _Entry, why: str, lost: bool) -> None:
-        self._entries.discard(entry)
         try:
             self._blocking(self._close_raw, entry.conn)
         finally:
+            self._entries.discard(entry)  # only now: close(timeout) waits for this
             with self._lock:
                 self._closed_count += 1
                 if lost:
@@ -593,6 +631,7 @@ class BaseConnectionPool(Pool[_Entry]):
             self._collect_orphans()
         if timeout is _MISSING:
             timeout = self.timeout
+        started = self.hub.monotonic() if timeout is not None else 0.0
         entry = Pool.get(self, timeout)
         now = self.hub.monotonic()
         if entry.checkouts and (
@@ -600,8 +639,12 @@ class BaseConnectionPool(Pool[_Entry]):
             or now >= entry.expires_at
             or entry.last_used <= self._suspect_before
             or entry.generation != self._generation
+            or self._hung_up(entry)
         ):
-            entry, now = self._vetted(entry, now, timeout)
+            entry, now = self._vetted(entry, now, timeout, started)
+        if self._closed:  # closed while this caller waited or connected
+            self._discard(entry, "pool closed")
+            raise PoolClosed(f"{self._label()} was closed during get()")
         entry.in_use = True
         entry.checkouts += 1
         entry.taken_at = now
@@ -619,11 +662,21 @@ class BaseConnectionPool(Pool[_Entry]):
         if self._sweeper is not None:
             self._sweeper.schedule(now + self.leak_timeout)  # type: ignore[operator]
 
+    def _hung_up(self, entry: _Entry) -> bool:
+        """The zero-round-trip test, done even for a connection used a moment ago."""
+        if self._check is None:
+            return False
+        conn = entry.conn
+        driver = self._driver
+        return driver.is_closed(conn) or socket_hung_up(driver.fileno(conn))
+
     def _vetted(
-        self, entry: _Entry, now: float, timeout: Optional[float]
+        self, entry: _Entry, now: float, timeout: Optional[float], started: float
     ) -> tuple[_Entry, float]:
-        """Check ``entry`` and, while it is bad, close it and take another."""
-        started = now
+        """Check ``entry`` and, while it is bad, close it and take another.
+
+        ``timeout`` counts from ``started``, the start of the caller's get().
+        """
         while True:
             if entry.checkouts == 0:
                 return entry, now  # just opened: nothing to check
@@ -635,9 +688,8 @@ class BaseConnectionPool(Pool[_Entry]):
             if problem is None:
                 return entry, now
             self._discard(entry, problem, lost=problem != "expired")
-            if timeout is not None:
-                timeout = max(0.0, timeout - (now - started))
-            entry = Pool.get(self, timeout)
+            left = None if timeout is None else max(0.0, started + timeout - now)
+            entry = Pool.get(self, left)
             now = self.hub.monotonic()
 
     def _checkout_problem(self, entry: _Entry, now: float) -> Optional[str]:
@@ -664,7 +716,7 @@ class BaseConnectionPool(Pool[_Entry]):
             self._blocking(check, conn)
             if driver.return_state(conn) is _DIRTY:
                 self._blocking(conn.rollback)  # the check must not leave a transaction open
-        except Exception as exc:
+        except self._driver_errors as exc:
             self._suspect_before = now
             log.warning(
                 "%s: connection #%d failed its health check, closing it: %r",
@@ -819,7 +871,7 @@ class BaseConnectionPool(Pool[_Entry]):
             return None
         try:
             self._blocking(cleanup, conn)
-        except Exception as exc:
+        except self._driver_errors as exc:
             log.warning(
                 "%s: cleanup of connection #%d failed, closing it: %r",
                 self._label(), entry.serial, exc,
@@ -884,7 +936,8 @@ class BaseConnectionPool(Pool[_Entry]):
         self.clear()
         if timeout is not None:
             deadline = self.hub.monotonic() + timeout
-            while self._checked_out() and self.hub.monotonic() < deadline:
+            # Wait for checked-out connections, and for returned ones still closing.
+            while self._entries and self.hub.monotonic() < deadline:
                 self.hub.sleep(min(0.01, max(0.0, deadline - self.hub.monotonic())))
             with self._lock:
                 revoked = self._checked_out()
@@ -946,7 +999,6 @@ class BaseConnectionPool(Pool[_Entry]):
         )
 
 
-_GENERIC_DRIVER = driver_for(object())
 
 
 class RawConnectionPool(BaseConnectionPool):

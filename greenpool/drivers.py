@@ -103,6 +103,9 @@ class Driver:
         """
         return {}
 
+    def after_connect(self, conn: Any, backstop: dict[str, Any]) -> None:
+        """Undo, on a fresh connection, what of ``backstop`` must not outlive the connect."""
+
 
 class Psycopg2Driver(Driver):
     name = "psycopg2"
@@ -233,7 +236,15 @@ class MySQLDriver(Driver):
         return code in MYSQL_DISCONNECT_CODES
 
     def connect_timeout_kwargs(self, seconds: Optional[float]) -> dict[str, Any]:
-        return {} if seconds is None else {"connect_timeout": seconds + 1.0}
+        # PyMySQL's connect_timeout covers the TCP connect only; the server's greeting
+        # is read under read_timeout, so that is bounded too (until connected).
+        if seconds is None:
+            return {}
+        return {"connect_timeout": seconds + 1.0, "read_timeout": seconds + 1.0}
+
+    def after_connect(self, conn: Any, backstop: dict[str, Any]) -> None:
+        if "read_timeout" in backstop and hasattr(conn, "_read_timeout"):
+            conn._read_timeout = None  # PyMySQL applies it again before its next read
 
     def ping(self, conn: Any) -> None:
         ping = getattr(conn, "ping", None)

@@ -53,7 +53,17 @@ def _sql_check(sql: str) -> Check:
     return run_sql
 
 
+_select: Any = None
+
+
 def _original_select() -> Any:
+    global _select
+    if _select is None:
+        _select = _find_original_select()
+    return _select
+
+
+def _find_original_select() -> Any:
     if "eventlet" in sys.modules:
         from eventlet import patcher
 

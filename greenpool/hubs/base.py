@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Any, Callable, ContextManager, Optional, Protocol, TypeVar
 
-__all__ = ["Hub", "Event", "Task", "original_lock"]
+__all__ = ["Hub", "Event", "Task", "ThreadCallTimeout", "original_lock"]
 
 T = TypeVar("T")
 
@@ -44,6 +44,30 @@ class Task(abc.ABC):
         An OS thread that is already running cannot be stopped: the function
         it runs must check for itself whether it is still wanted.
         """
+
+
+class ThreadCallTimeout(TimeoutError):
+    """:meth:`Hub.run_in_thread` gave up waiting; its own class, so that a
+    ``TimeoutError`` raised by the function itself is not mistaken for it."""
+
+
+def capture(fn: Callable[..., Any], args: tuple) -> tuple[bool, Any]:
+    """Call ``fn(*args)`` in a worker thread; the outcome as a value, never raised there.
+
+    Thread pools report (gevent) or die on (eventlet's tpool) some exceptions
+    raised in their workers; :func:`unwrap` re-raises it in the caller instead.
+    """
+    try:
+        return True, fn(*args)
+    except BaseException as exc:  # re-raised by unwrap() in the calling task
+        return False, exc
+
+
+def unwrap(outcome: tuple[bool, Any]) -> Any:
+    ok, value = outcome
+    if not ok:
+        raise value
+    return value
 
 
 def original_lock() -> Any:
@@ -116,7 +140,7 @@ class Hub(abc.ABC):
         """Call ``fn(*args)`` in an OS thread and wait for its result.
 
         Only the calling task waits; the hub keeps running others.  With a
-        ``timeout``, raise :class:`TimeoutError` when it passes; the thread
+        ``timeout``, raise :class:`ThreadCallTimeout` when it passes; the thread
         then runs on and its result is dropped, so ``fn`` must dispose of
         what it makes if nobody wants it any more.
         """

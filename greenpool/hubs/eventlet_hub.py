@@ -9,7 +9,7 @@ import eventlet.tpool
 import greenlet
 from eventlet.hubs import get_hub
 
-from .base import Event, Hub, Task
+from .base import Event, Hub, Task, ThreadCallTimeout, capture, unwrap
 
 T = TypeVar("T")
 
@@ -101,10 +101,10 @@ class EventletHub(Hub):
         self, fn: Callable[..., T], *args: Any, timeout: Optional[float] = None
     ) -> T:
         if timeout is None:
-            return eventlet.tpool.execute(fn, *args)
-        expired = TimeoutError(f"call did not finish within {timeout} s")
+            return unwrap(eventlet.tpool.execute(capture, fn, args))
+        expired = ThreadCallTimeout(f"call did not finish within {timeout} s")
         with eventlet.Timeout(timeout, expired):
-            return eventlet.tpool.execute(fn, *args)
+            return unwrap(eventlet.tpool.execute(capture, fn, args))
 
     def current_task(self) -> Any:
         return greenlet.getcurrent()

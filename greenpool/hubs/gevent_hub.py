@@ -8,7 +8,7 @@ import gevent
 import gevent.event
 import greenlet
 
-from .base import Event, Hub, Task
+from .base import Event, Hub, Task, ThreadCallTimeout, capture, unwrap
 
 T = TypeVar("T")
 
@@ -21,13 +21,6 @@ class _GeventTask(Task):
 
     def cancel(self) -> None:
         self._greenlet.kill(block=False)
-
-
-def _capture(fn: Callable[..., Any], args: tuple) -> tuple[bool, Any]:
-    try:
-        return True, fn(*args)
-    except BaseException as exc:  # re-raised in the calling greenlet
-        return False, exc
 
 
 class GeventHub(Hub):
@@ -59,16 +52,12 @@ class GeventHub(Hub):
     ) -> T:
         # The outcome travels back as a value: gevent would report an exception
         # raised in its thread pool on stderr as well as re-raising it.
-        result = gevent.get_hub().threadpool.spawn(_capture, fn, args)
+        result = gevent.get_hub().threadpool.spawn(capture, fn, args)
         if timeout is None:
-            ok, value = result.get()
-        else:
-            expired = TimeoutError(f"call did not finish within {timeout} s")
-            with gevent.Timeout(timeout, expired):
-                ok, value = result.get()
-        if not ok:
-            raise value
-        return value
+            return unwrap(result.get())
+        expired = ThreadCallTimeout(f"call did not finish within {timeout} s")
+        with gevent.Timeout(timeout, expired):
+            return unwrap(result.get())
 
     def current_task(self) -> Any:
         return greenlet.getcurrent()

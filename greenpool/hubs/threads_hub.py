@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any, Callable, ContextManager, Optional, TypeVar
 
-from .base import Event, Hub, Task
+from .base import Event, Hub, Task, ThreadCallTimeout
 
 T = TypeVar("T")
 
@@ -76,7 +76,7 @@ class ThreadsHub(Hub):
 
         threading.Thread(target=call, daemon=True, name="greenpool-call").start()
         if not result.done.wait(timeout):
-            raise TimeoutError(f"call did not finish within {timeout} s")
+            raise ThreadCallTimeout(f"call did not finish within {timeout} s")
         if result.error is not None:
             raise result.error
         return result.value
