@@ -436,8 +436,11 @@ class BaseConnectionPool(Pool[_Entry]):
             except _ConnectDeadline as exc:
                 if exc is not deadline:
                     raise
-            # Raised here, with no exception context: the interrupted connect's frames
-            # (and the driver's half-open connection in them) are let go at once.
+            # Raised below, with no exception context, and the deadline's traceback
+            # dropped: the interrupted connect's frames (and the driver's half-open
+            # connection in them) are let go at once, closing its socket.
+            deadline.__traceback__ = None
+            del deadline
         with self._lock:
             self._connect_timeouts += 1
         log.warning(

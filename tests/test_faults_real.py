@@ -516,17 +516,6 @@ def _deaf_case(backend: Backend, hub: Hub, deaf, pool_cls: type) -> float:
 
 @pytest.mark.db
 def test_deaf_listener_connect_timeout_closes_the_socket(backend, hub, deaf, request):
-    if hub.green and backend.name == "postgres":
-        request.applymarker(
-            pytest.mark.xfail(
-                reason="bug: the interrupted green psycopg2 connect keeps its socket open: "
-                "the ConnectTimeout's traceback holds BaseConnectionPool._open's frame, whose "
-                "local 'deadline' (_ConnectDeadline) holds the traceback through the wait "
-                "callback's frame and its half-open connection, and ConnectGate.last_error "
-                "keeps the ConnectTimeout",
-                strict=True,
-            )
-        )
     _deaf_case(backend, hub, deaf, RawConnectionPool)
     # Green: the connect was interrupted and closed its socket at once.  OS thread: the
     # driver's own timeout, set just above the pool's, ends it (libpq's connect_timeout,
