@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 import greenpool
+from greenpool import RawConnectionPool, TpooledConnectionPool
 from greenpool.hubs import Hub, detect_hub, resolve_hub
+from tests.support.fakedb import make_fakedb
 
 HUB_NAME = os.environ.get("GREENPOOL_TEST_HUB") or detect_hub().name
 REQUIRE_DB = os.environ.get("GREENPOOL_REQUIRE_DB") == "1"
@@ -20,6 +22,10 @@ PG_HOST = os.environ.get("GREENPOOL_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("GREENPOOL_PG_PORT", "5432"))
 MYSQL_HOST = os.environ.get("GREENPOOL_MYSQL_HOST", "127.0.0.1")
 MYSQL_PORT = int(os.environ.get("GREENPOOL_MYSQL_PORT", "3306"))
+
+
+#: A password given to pools in tests, to check it never shows up anywhere.
+SECRET = "s3cret-pw"
 
 
 class TestDeadline(Exception):
@@ -59,6 +65,36 @@ def green_hub(hub: Hub) -> Hub:
     if not hub.green:
         pytest.skip("needs a green hub (kill / Timeout cannot interrupt an OS thread)")
     return hub
+
+
+@pytest.fixture
+def db() -> Any:
+    """A fresh fake DB-API module (tests/support/fakedb.py)."""
+    return make_fakedb()
+
+
+@pytest.fixture(params=[RawConnectionPool, TpooledConnectionPool], ids=["raw", "tpooled"])
+def pool_cls(request: Any) -> Any:
+    """Each connection-pool class in turn."""
+    return request.param
+
+
+@pytest.fixture
+def make_pool(pool_cls: Any, db: Any, hub: Hub) -> Any:
+    """Make pools of ``pool_cls`` on the fake driver; all closed after the test."""
+    pools = []
+
+    def make(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("hub", hub)
+        kwargs.setdefault("password", SECRET)
+        kwargs.setdefault("host", "db1")
+        pool = pool_cls(db, *args, **kwargs)
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        pool.close()
 
 
 def _unreachable(what: str, reason: str) -> None:

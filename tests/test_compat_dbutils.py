@@ -22,13 +22,7 @@ from greenpool.compat.dbutils import (
     SteadyDBConnection,
     TooManyConnections,
 )
-from tests.support.fakedb import make_fakedb
 from tests.support.tasks import Spawned, wait_until
-
-
-@pytest.fixture
-def db():
-    return make_fakedb()
 
 
 @pytest.fixture

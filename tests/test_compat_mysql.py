@@ -12,15 +12,9 @@ import pytest
 
 import greenpool
 from greenpool.compat import mysql
-from tests.support.fakedb import make_fakedb
 from tests.support.tasks import Spawned, wait_until
 
 CONFIG = {"host": "db1", "port": 3306, "user": "app", "password": "s3cret", "database": "shop"}
-
-
-@pytest.fixture
-def db():
-    return make_fakedb()
 
 
 @pytest.fixture

@@ -14,13 +14,8 @@ import pytest
 import greenpool
 from greenpool.compat import psycopg2 as pool
 from greenpool.proxy import ThreadProxy
-from tests.support.fakedb import FakeConnection, make_fakedb
+from tests.support.fakedb import FakeConnection
 from tests.support.tasks import Spawned, wait_until
-
-
-@pytest.fixture
-def db():
-    return make_fakedb()
 
 
 @pytest.fixture

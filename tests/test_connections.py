@@ -14,40 +14,10 @@ from greenpool import (
     ForeignConnection,
     PoolClosed,
     PoolTimeout,
-    RawConnectionPool,
     TpooledConnectionPool,
 )
-from tests.support.fakedb import make_fakedb
+from tests.conftest import SECRET
 from tests.support.tasks import Spawned, wait_until
-
-SECRET = "s3cret-pw"
-
-
-@pytest.fixture(params=[RawConnectionPool, TpooledConnectionPool], ids=["raw", "tpooled"])
-def pool_cls(request):
-    return request.param
-
-
-@pytest.fixture
-def db():
-    return make_fakedb()
-
-
-@pytest.fixture
-def make_pool(pool_cls, db, hub):
-    pools = []
-
-    def make(*args, **kwargs):
-        kwargs.setdefault("hub", hub)
-        kwargs.setdefault("password", SECRET)
-        kwargs.setdefault("host", "db1")
-        pool = pool_cls(db, *args, **kwargs)
-        pools.append(pool)
-        return pool
-
-    yield make
-    for pool in pools:
-        pool.close()
 
 
 def test_eventlet_constructor_and_connect_arguments(make_pool, db):

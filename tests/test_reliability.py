@@ -26,10 +26,8 @@ from greenpool import (
     TpooledConnectionPool,
 )
 from greenpool.drivers import Driver, driver_for
-from tests.support.fakedb import make_fakedb
+from tests.conftest import SECRET
 from tests.support.tasks import Spawned, wait_until
-
-SECRET = "s3cret-pw"
 
 
 class Interrupted(BaseException):
@@ -37,33 +35,6 @@ class Interrupted(BaseException):
 
 
 # -- fixtures and shared checks ---------------------------------------------------------------
-
-
-@pytest.fixture(params=[RawConnectionPool, TpooledConnectionPool], ids=["raw", "tpooled"])
-def pool_cls(request):
-    return request.param
-
-
-@pytest.fixture
-def db():
-    return make_fakedb()
-
-
-@pytest.fixture
-def make_pool(pool_cls, db, hub):
-    pools = []
-
-    def make(*args, **kwargs):
-        kwargs.setdefault("hub", hub)
-        kwargs.setdefault("password", SECRET)
-        kwargs.setdefault("host", "db1")
-        pool = pool_cls(db, *args, **kwargs)
-        pools.append(pool)
-        return pool
-
-    yield make
-    for pool in pools:
-        pool.close()
 
 
 def assert_quiescent(pool, db, hub, timeout=5.0):
