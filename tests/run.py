@@ -61,6 +61,8 @@ def lint() -> bool:
 
 
 SUMMARY = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)")
+# pytest's closing line, with or without its "=" frame (-q drops it).
+FINAL_LINE = re.compile(r"\d+ (passed|failed|skipped|errors?|deselected|xfailed)\b.* in [\d.]+s")
 
 
 def run_hub(hub: str, pytest_args: list) -> dict:
@@ -76,7 +78,7 @@ def run_hub(hub: str, pytest_args: list) -> dict:
     for line in proc.stdout:
         sys.stdout.write(line)
         sys.stdout.flush()
-        if line.startswith("=") and " in " in line:
+        if FINAL_LINE.search(line):
             last = line
         if time.monotonic() > deadline:
             proc.kill()

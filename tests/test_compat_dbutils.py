@@ -425,10 +425,10 @@ def test_persistent_reopens_broken_connection(make, db):
 
 
 def test_persistent_connection_released_when_green_thread_ends(make, db, hub):
-    p = make(cls=PersistentDB, max_idle=0)  # max_idle=0: closed at once, as in DBUtils
+    p = make(cls=PersistentDB)  # default: closed when its green thread ends, as in DBUtils
     first = Spawned(hub, lambda: raw(p.connection())).wait()
     wait_until(hub, lambda: first.closed == 1)
-    q = make(cls=PersistentDB)  # default: back to the idle connections, for reuse
+    q = make(cls=PersistentDB, max_idle=60)  # opt-in: back to the idle connections, for reuse
     second = Spawned(hub, lambda: raw(q.connection())).wait()
     wait_until(hub, lambda: q.stats().idle == 1)
     assert second.closed == 0
@@ -436,7 +436,7 @@ def test_persistent_connection_released_when_green_thread_ends(make, db, hub):
 
 
 def test_fix_persistent_maxconnections_waits(make, hub, db):
-    p = make(cls=PersistentDB, maxconnections=1, timeout=5)
+    p = make(cls=PersistentDB, maxconnections=1, timeout=5, max_idle=60)
     release = hub.event()
 
     def holder():
@@ -453,7 +453,7 @@ def test_fix_persistent_maxconnections_waits(make, hub, db):
 
 
 def test_persistent_many_green_threads_share_five_fake(make, hub, db):
-    p = make(cls=PersistentDB, maxconnections=5, timeout=20)
+    p = make(cls=PersistentDB, maxconnections=5, timeout=20, max_idle=60)
     count = 200 if hub.green else 50
 
     def work(i):
@@ -493,7 +493,8 @@ def test_mariadb_200_green_threads_pooled_db(mariadb, make, hub):
 def test_mariadb_200_green_threads_persistent_db(mariadb, make, hub):
     import pymysql
 
-    p = make(cls=PersistentDB, creator=pymysql, maxconnections=5, timeout=20, **mariadb)
+    p = make(cls=PersistentDB, creator=pymysql, maxconnections=5, timeout=20, max_idle=60,
+             **mariadb)
     count = 200 if hub.green else 50
 
     def work():
@@ -589,7 +590,7 @@ def test_killed_waiter_and_holder_lose_nothing(make, green_hub, db):
     assert waiter.outcome() is not None
     held.close()
     p.connection(shareable=False).close()
-    q = make(cls=PersistentDB, maxconnections=1, timeout=5)
+    q = make(cls=PersistentDB, maxconnections=1, timeout=5, max_idle=60)
     stop = hub.event()
     holder = Spawned(hub, lambda: (q.connection(), stop.wait(10)))
     wait_until(hub, lambda: q.stats().in_use == 1)

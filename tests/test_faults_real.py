@@ -515,7 +515,7 @@ def _deaf_case(backend: Backend, hub: Hub, deaf, pool_cls: type) -> float:
 
 
 @pytest.mark.db
-def test_deaf_listener_connect_timeout_closes_the_socket(backend, hub, deaf, request):
+def test_deaf_listener_connect_timeout_closes_the_socket(backend, hub, deaf):
     _deaf_case(backend, hub, deaf, RawConnectionPool)
     # Green: the connect was interrupted and closed its socket at once.  OS thread: the
     # driver's own timeout, set just above the pool's, ends it (libpq's connect_timeout,

@@ -68,10 +68,10 @@ Fixed
 
 Deliberately different
 ----------------------
-* ``PersistentDB``: when a green thread ends, its connection goes back to a
-  pool of idle connections (closed after ``max_idle``; pass ``max_idle=0``
-  to close it at once as DBUtils does) rather than being closed, because
-  green-thread servers start a green thread per request.
+* ``PersistentDB``: when a green thread ends, its connection is closed, as
+  in DBUtils (``max_idle`` defaults to 0 here).  Green-thread servers that
+  start a green thread per request can pass ``max_idle=60`` (say) to keep
+  those connections idle for reuse by the next green threads instead.
   ``threadlocal`` is accepted and ignored: connections are keyed by the
   running green thread, which ``threading.local`` cannot see on every hub.
 * ``PooledDB.close()`` closes idle connections now and checked-out ones as
@@ -945,7 +945,7 @@ class PersistentDB(_DBPool):
         timeout: Optional[float] = None,
         hub: HubSpec = None,
         name: Optional[str] = None,
-        max_idle: Optional[float] = DEFAULT_MAX_IDLE,
+        max_idle: Optional[float] = 0,
         max_age: Optional[float] = None,
         tpool: bool = False,
         **kwargs: Any,
