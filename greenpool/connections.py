@@ -13,7 +13,6 @@ which runs it in place (``RawConnectionPool``) or in an OS thread
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import sys
@@ -21,7 +20,7 @@ import traceback
 import types
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Iterator, Optional
+from typing import Any, Callable, Deque, Optional
 
 from . import _checks
 from .backoff import ConnectGate
@@ -213,6 +212,31 @@ def _where(entry: _Entry) -> str:
         code, line = where
         return f"{code.co_filename}:{line} in {code.co_name}"
     return str(where)
+
+
+class _Checkout:
+    """The context manager of :meth:`BaseConnectionPool.item` (a class: it is on
+    the hot path, and a generator-based one costs several times more)."""
+
+    __slots__ = ("_pool", "_timeout", "_cleanup", "_conn")
+
+    def __init__(self, pool: BaseConnectionPool, timeout: Any, cleanup: Any) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._cleanup = cleanup
+        self._conn: Optional[PooledConnectionWrapper] = None
+
+    def __enter__(self) -> PooledConnectionWrapper:
+        conn = self._conn = self._pool.get(self._timeout)
+        return conn
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        conn, self._conn = self._conn, None
+        if conn:  # the block may have given it back itself
+            if exc_type is None:
+                self._pool.put(conn, self._cleanup)
+            else:
+                self._pool._return_after_error(conn, exc, self._cleanup)
 
 
 class BaseConnectionPool(Pool[_Entry]):
@@ -741,10 +765,9 @@ class BaseConnectionPool(Pool[_Entry]):
 
     # -- return --------------------------------------------------------------------------
 
-    @contextlib.contextmanager
     def item(  # type: ignore[override]
         self, timeout: Optional[float] = _MISSING, cleanup: Any = _MISSING
-    ) -> Iterator[PooledConnectionWrapper]:
+    ) -> _Checkout:
         """``with pool.item() as conn:`` checks a connection out and always gives it back.
 
         If the block raises a disconnect-class error (per driver), or is
@@ -752,15 +775,7 @@ class BaseConnectionPool(Pool[_Entry]):
         ``BaseException`` (the connection may be mid-query), the connection is
         closed instead of reused.
         """
-        conn = self.get(timeout)
-        try:
-            yield conn
-        except BaseException as exc:
-            if conn:
-                self._return_after_error(conn, exc, cleanup)
-            raise
-        if conn:
-            self.put(conn, cleanup)
+        return _Checkout(self, timeout, cleanup)
 
     def _return_after_error(self, conn: PooledConnectionWrapper, exc: BaseException,
                             cleanup: Any) -> None:
