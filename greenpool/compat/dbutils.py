@@ -140,6 +140,15 @@ log = logging.getLogger(__name__)
 _UNLIMITED = sys.maxsize
 
 
+
+def _quietly(what: str, action: Callable[[], Any]) -> None:
+    """Run a clean-up whose failure changes nothing (closing what is already broken),
+    logging the failure instead of raising it."""
+    try:
+        action()
+    except Exception as exc:  # the thing is gone either way
+        log.debug("%s failed: %r", what, exc)
+
 class PooledDBError(_GreenPoolError):
     """General PooledDB error."""
 
@@ -289,8 +298,7 @@ class _Opener:
                 finally:
                     cursor.close()
         except BaseException:
-            with contextlib.suppress(Exception):
-                conn.close()
+            _quietly("closing the connection", conn.close)
             raise
         return conn
 
@@ -382,8 +390,7 @@ class SteadyDBConnection:
     def _reopen(self) -> None:
         old = self._raw
         self._store(self._opener.open())
-        with contextlib.suppress(Exception):
-            old.close()
+        _quietly("closing the replaced connection", old.close)
 
     def _ping_check(self, flag: int = 1) -> None:
         """Reopen the connection if it is dead, when ``ping`` asks for a check at ``flag``."""
@@ -483,8 +490,7 @@ class SteadyDBConnection:
                 getattr(self._raw, method)()
             except failures as exc:
                 # The connection is gone: reopen it for the next use, report the error.
-                with contextlib.suppress(Exception):
-                    self._reopen()
+                _quietly("reopening the connection", self._reopen)
                 raise exc
 
     def commit(self) -> None:
@@ -507,8 +513,7 @@ class SteadyDBConnection:
         if not self._closed:
             object.__setattr__(self, "_closed", True)
             object.__setattr__(self, "_transaction", False)
-            with contextlib.suppress(Exception):
-                self._raw.close()
+            _quietly("closing the connection", self._raw.close)
 
     def __getattr__(self, name: str) -> Any:
         if name in _STEADY_SLOTS:
@@ -561,8 +566,7 @@ class SteadyDBCursor:
             raise InvalidCursorError("the cursor was closed")
         con = self._con
         if self._generation != con._generation:
-            with contextlib.suppress(Exception):
-                self._cursor.close()
+            _quietly("closing the cursor", self._cursor.close)
             object.__setattr__(self, "_cursor", con._raw.cursor(*self._args, **self._kwargs))
             object.__setattr__(self, "_generation", con._generation)
         return self._cursor
@@ -594,8 +598,7 @@ class SteadyDBCursor:
         """Close the cursor (idempotent)."""
         if not self._closed:
             object.__setattr__(self, "_closed", True)
-            with contextlib.suppress(Exception):
-                self._cursor.close()
+            _quietly("closing the cursor", self._cursor.close)
 
     def __getattr__(self, name: str) -> Any:
         if name in _CURSOR_SLOTS:
