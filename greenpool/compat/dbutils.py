@@ -140,7 +140,6 @@ log = logging.getLogger(__name__)
 _UNLIMITED = sys.maxsize
 
 
-
 def _quietly(what: str, action: Callable[[], Any]) -> None:
     """Run a clean-up whose failure changes nothing (closing what is already broken),
     logging the failure instead of raising it."""
@@ -148,6 +147,7 @@ def _quietly(what: str, action: Callable[[], Any]) -> None:
         action()
     except Exception as exc:  # the thing is gone either way
         log.debug("%s failed: %r", what, exc)
+
 
 class PooledDBError(_GreenPoolError):
     """General PooledDB error."""
