@@ -28,7 +28,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from typing import Any, ClassVar, Optional, TypeVar
+from typing import Any, Callable, ClassVar, Optional, TypeVar
 
 __all__ = ["PrivateMariaDB", "PrivatePostgres", "ServerError", "free_port"]
 
@@ -402,10 +402,19 @@ class _PrivateServer:
             time.sleep(0.02)
 
     def _wait_port_closed(self, deadline: float) -> None:
-        while _port_accepts(self.port, timeout=0.2):
-            if time.monotonic() > deadline:
-                raise ServerError(f"port {self.port} still accepts connections after stop")
-            time.sleep(0.02)
+        _poll_while(
+            lambda: _port_accepts(self.port, timeout=0.2),
+            deadline,
+            f"port {self.port} still accepts connections after stop",
+        )
+
+
+def _poll_while(condition: Callable[[], bool], deadline: float, failure: str) -> None:
+    """Poll until ``condition()`` is false; ServerError(``failure``) past ``deadline``."""
+    while condition():
+        if time.monotonic() > deadline:
+            raise ServerError(failure)
+        time.sleep(0.02)
 
 
 class PrivatePostgres(_PrivateServer):
@@ -605,10 +614,11 @@ class PrivatePostgres(_PrivateServer):
             for pid in children:
                 _signal(pid, signal.SIGKILL)
             self._wait_exit(proc, deadline)
-            while any(_pid_alive(pid) for pid in children):
-                if time.monotonic() > deadline:
-                    raise ServerError(f"postgres children {children} survive SIGKILL")
-                time.sleep(0.02)
+            _poll_while(
+                lambda: any(_pid_alive(pid) for pid in children),
+                deadline,
+                f"postgres children {children} survive SIGKILL",
+            )
 
 
 class PrivateMariaDB(_PrivateServer):
