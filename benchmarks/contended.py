@@ -248,7 +248,7 @@ class FifoPool:
             if self._idle:
                 return self._idle.popleft()
             if self._left == 0:
-                waiter = [self._hub.event(), None]
+                waiter = [self._hub.waiter(), None]
                 self._waiters.append(waiter)
             else:
                 self._left -= 1

@@ -13,6 +13,7 @@ which runs it in place (``RawConnectionPool``) or in an OS thread
 
 from __future__ import annotations
 
+import dis
 import logging
 import random
 import sys
@@ -26,11 +27,11 @@ from . import _checks
 from .backoff import ConnectGate
 from .drivers import Driver, ReturnState, describe_target, driver_for
 from .errors import ConnectTimeout, ForeignConnection, PoolClosed
-from .health import resolve_check, socket_hung_up
+from .health import resolve_check, socket_watch
 from .hubs import HubSpec, resolve_hub
 from .hubs.base import ThreadCallTimeout, original_lock
 from .pool import Pool, PoolStats
-from .proxy import PooledConnectionWrapper, ThreadProxy
+from .proxy import PooledConnectionWrapper, ThreadProxy, _set_entry
 from .proxy import detach as _detach
 from .sweeper import Sweeper
 
@@ -46,6 +47,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _MISSING: Any = object()
+_INF = float("inf")
+_NEG_INF = -_INF
 
 #: While callers wait, how often the sweeper looks for garbage-collected checkouts.
 ORPHAN_POLL = 1.0
@@ -71,7 +74,14 @@ def cleanup_rollback(conn: Any) -> None:
 
 
 class _Entry:
-    """One pooled connection and its bookkeeping (one per slot)."""
+    """One pooled connection and its bookkeeping (one per slot).
+
+    ``vetted_until`` lets a checkout, and a return, decide with one comparison
+    whether the connection needs a closer look: last use + the quiet
+    interval, capped by the age limit, and reset to minus infinity for every
+    connection when a disconnect makes older ones suspect, on a drain and on
+    close.  ``watch`` is the socket test of :func:`socket_watch`.
+    """
 
     __slots__ = (
         "conn",
@@ -80,6 +90,9 @@ class _Entry:
         "created_at",
         "expires_at",
         "last_used",
+        "vetted_until",
+        "fd",
+        "watch",
         "taken_at",
         "taken_where",
         "checkouts",
@@ -101,6 +114,9 @@ class _Entry:
         else:
             self.expires_at = now + max_age * (1.0 - AGE_JITTER * random.random())
         self.last_used = now
+        self.vetted_until = now
+        self.fd: Optional[int] = None
+        self.watch: Any = None
         self.taken_at = now
         self.taken_where: Any = ""
         self.checkouts = 0
@@ -209,9 +225,21 @@ def _where(entry: _Entry) -> str:
     """Where an entry was checked out, for log messages."""
     where = entry.taken_where
     if isinstance(where, tuple):
-        code, line = where
-        return f"{code.co_filename}:{line} in {code.co_name}"
+        code, offset = where
+        return f"{code.co_filename}:{_line_at(code, offset)} in {code.co_name}"
     return str(where)
+
+
+def _line_at(code: types.CodeType, offset: int) -> Optional[int]:
+    """The source line of the instruction at byte ``offset`` of ``code`` (a frame's
+    ``f_lasti``, recorded at checkout because it is cheaper than ``f_lineno``)."""
+    line = None
+    for start, lineno in dis.findlinestarts(code):
+        if start > offset:
+            break
+        if lineno is not None:
+            line = lineno
+    return line
 
 
 class _Checkout:
@@ -228,6 +256,10 @@ class _Checkout:
 
     def __enter__(self) -> PooledConnectionWrapper:
         conn = self._conn = self._pool.get(self._timeout)
+        entry = conn._entry
+        if type(entry.taken_where) is tuple:  # get() recorded this frame: name the caller's
+            frame = sys._getframe(1)
+            entry.taken_where = (frame.f_code, frame.f_lasti)
         return conn
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -361,6 +393,10 @@ class BaseConnectionPool(Pool[_Entry]):
         self._closed = False
         self._generation = 0
         self._suspect_before = float("-inf")
+        self._idle_limit = _INF if self.max_idle is None else self.max_idle
+        # Returns that need no call beyond the driver's status look: the pool's cleanup
+        # is the rollback (skipped when no transaction is open) and idle reuse allowed.
+        self._plain_return = self.max_idle != 0 and self._cleanup in (None, cleanup_rollback)
         # Every live entry (made in create, dropped when closed): scanned for leaks and by
         # close(timeout), so that checkout and return need no bookkeeping of their own.
         self._entries: set[_Entry] = set()
@@ -370,12 +406,14 @@ class BaseConnectionPool(Pool[_Entry]):
         self._connect_timeouts = self._expired = self._lost = self._bad_returns = 0
         self._orphan_count = 0
         self._usage_time = 0.0
-        self._sweeper: Optional[Sweeper] = None
+        self._wait_time = 0.0  # in get() beyond the fast path: waiting, or connecting
+        hub = resolve_hub(hub)
         self._gate = ConnectGate(
-            resolve_hub(hub),
+            hub,
             f"{type(self).__name__} {name!r}" if name else type(self).__name__,
             *reconnect_backoff,
         )
+        self._sweeper = Sweeper(self, hub)
         super().__init__(
             min_size,
             max_size,
@@ -384,7 +422,6 @@ class BaseConnectionPool(Pool[_Entry]):
             name=name,
             max_waiting=max_waiting,
         )
-        self._sweeper = Sweeper(self, self.hub)
         self._schedule_sweep()
 
     def _create_item(self, deadline: Optional[float]) -> _Entry:
@@ -478,7 +515,9 @@ class BaseConnectionPool(Pool[_Entry]):
 
     def create(self) -> _Entry:
         """Open a connection and wrap it in a new entry (called by the pool core)."""
-        generation = self._generation  # a drain() during the connect replaces it
+        # A drain() or a disconnect during the connect: the new connection is
+        # replaced, or checked, at its first checkout.
+        generation, suspect_before = self._generation, self._suspect_before
         try:
             conn = self._open()
         except BaseException as exc:
@@ -497,6 +536,12 @@ class BaseConnectionPool(Pool[_Entry]):
             self._driver_errors = _driver_errors(sys.modules.get(type(conn).__module__))
         entry = _Entry(conn, self._delegate(conn), serial, now, self.max_age)
         entry.generation = generation
+        self._touch(entry, now)
+        if generation != self._generation or suspect_before != self._suspect_before:
+            entry.vetted_until = _NEG_INF
+        if self._check is not None:
+            entry.fd = self._driver.fileno(conn)
+            entry.watch = socket_watch(entry.fd)
         entry.pool = self
         self._entries.add(entry)
         log.debug("%s: opened connection #%d to %s", self._label(), serial, self.target)
@@ -554,8 +599,6 @@ class BaseConnectionPool(Pool[_Entry]):
         return min(entry.expires_at, entry.last_used + max_idle)
 
     def _schedule_sweep(self) -> None:
-        if self._sweeper is None:
-            return
         with self._lock:
             deadlines = [self._deadline(e) for e in self.free_items]
         if deadlines:
@@ -631,7 +674,7 @@ class BaseConnectionPool(Pool[_Entry]):
             except Exception as exc:
                 log.warning("%s: could not reopen a min_size connection: %s", self._label(), exc)
                 return
-            entry.last_used = self.hub.monotonic()
+            self._touch(entry, self.hub.monotonic())
             if self._closed:
                 self._discard(entry, "pool closed")
                 return
@@ -652,24 +695,34 @@ class BaseConnectionPool(Pool[_Entry]):
         another one taken.  Raises :class:`~greenpool.errors.PoolClosed` after
         :meth:`close`.
         """
-        if self._closed:
-            raise PoolClosed(f"{self._label()} is closed")
-        if self._orphans:
-            self._collect_orphans()
-        if timeout is _MISSING:
-            timeout = self.timeout
-        started = self.hub.monotonic() if timeout is not None else 0.0
-        entry = Pool.get(self, timeout)
-        now = self.hub.monotonic()
-        if entry.checkouts and (
-            now - entry.last_used >= self._quiet
-            or now >= entry.expires_at
-            or entry.last_used <= self._suspect_before
-            or entry.generation != self._generation
-            or self._hung_up(entry)
+        free = self.free_items
+        if free and self._cooperative and not self._closed and not self._orphans:
+            # Fast path, Pool.get inlined: on a green hub nothing else runs meanwhile.
+            self._requests += 1
+            entry = free.popleft()
+            now = started = self._clock()
+        else:
+            if self._closed:
+                raise PoolClosed(f"{self._label()} is closed")
+            if self._orphans:
+                self._collect_orphans()
+            if timeout is _MISSING:
+                timeout = self.timeout
+            started = self._clock()
+            entry = Pool.get(self, timeout)  # waits for a connection, or opens one
+            now = self._clock()
+            self._wait_time += now - started
+        # One comparison decides whether the connection needs a closer look; the
+        # socket test (one poll() call) is made even for one used a moment ago.
+        watch = entry.watch
+        if (
+            now >= entry.vetted_until
+            or (watch is not None and watch.poll(0))
         ):
+            if timeout is _MISSING:
+                timeout = self.timeout
             entry, now = self._vetted(entry, now, timeout, started)
-        if self._closed:  # closed while this caller waited or connected
+        if self._closed:  # closed while this caller waited, connected or checked
             self._discard(entry, "pool closed")
             raise PoolClosed(f"{self._label()} was closed during get()")
         entry.in_use = True
@@ -677,7 +730,7 @@ class BaseConnectionPool(Pool[_Entry]):
         entry.taken_at = now
         if self.leak_timeout is None:
             frame = sys._getframe(1)
-            entry.taken_where = (frame.f_code, frame.f_lineno)  # formatted only if needed
+            entry.taken_where = (frame.f_code, frame.f_lasti)  # formatted only if needed
         else:
             self._note_taker(entry, now)
         return PooledConnectionWrapper(entry)
@@ -686,16 +739,35 @@ class BaseConnectionPool(Pool[_Entry]):
         """Record the full stack of the checkout, for leak reports."""
         entry.leak_reported = False
         entry.taken_where = "".join(traceback.format_stack(sys._getframe(2), limit=12))
-        if self._sweeper is not None:
-            self._sweeper.schedule(now + self.leak_timeout)  # type: ignore[operator]
+        self._sweeper.schedule(now + self.leak_timeout)  # type: ignore[operator]
 
-    def _hung_up(self, entry: _Entry) -> bool:
-        """The zero-round-trip test, done even for a connection used a moment ago."""
-        if self._check is None:
-            return False
-        conn = entry.conn
-        driver = self._driver
-        return driver.is_closed(conn) or socket_hung_up(driver.fileno(conn))
+    def _touch(self, entry: _Entry, now: float) -> None:
+        """The connection was known good at ``now``: no closer look until the quiet
+        interval has passed (or its age runs out), unless :meth:`_revet_all`."""
+        entry.last_used = now
+        vetted_until = now + self._quiet
+        expires_at = entry.expires_at
+        entry.vetted_until = vetted_until if vetted_until < expires_at else expires_at
+
+    def _suspect_older(self, now: float) -> None:
+        """A connection was found dead: every one last vetted before ``now`` is suspect."""
+        self._suspect_before = now
+        self._revet_all()
+
+    def _revet_all(self) -> None:
+        """Every connection gets a closer look at its next checkout and return."""
+        for entry in list(self._entries):
+            entry.vetted_until = _NEG_INF
+
+    def _socket_hung_up(self, entry: _Entry) -> bool:
+        """The zero-round-trip test; the watch follows the driver's descriptor, which
+        changes if the user reconnected the connection (PyMySQL's ``ping()``)."""
+        fd = self._driver.fileno(entry.conn)
+        if fd != entry.fd:
+            entry.fd = fd
+            entry.watch = socket_watch(fd)
+        watch = entry.watch
+        return watch is not None and bool(watch.poll(0))
 
     def _vetted(
         self, entry: _Entry, now: float, timeout: Optional[float], started: float
@@ -706,7 +778,7 @@ class BaseConnectionPool(Pool[_Entry]):
         """
         while True:
             if entry.checkouts == 0:
-                return entry, now  # just opened: nothing to check
+                return entry, now  # just opened: its connect was the test
             try:
                 problem = self._checkout_problem(entry, now)
             except BaseException:
@@ -720,7 +792,12 @@ class BaseConnectionPool(Pool[_Entry]):
             now = self.hub.monotonic()
 
     def _checkout_problem(self, entry: _Entry, now: float) -> Optional[str]:
-        """Why a pooled connection must not be handed out, or None if it may."""
+        """Why a pooled connection must not be handed out, or None if it may.
+
+        Local tests first (age, drain, closed flag, socket); the round trip
+        only for a connection that was used before and not within
+        ``check_interval``, or before the last disconnect.
+        """
         if self._is_expired(entry, now):
             with self._lock:
                 self._expired += 1
@@ -734,8 +811,8 @@ class BaseConnectionPool(Pool[_Entry]):
         driver = self._driver
         if driver.is_closed(conn):
             return "found closed at checkout"
-        if socket_hung_up(driver.fileno(conn)):
-            self._suspect_before = now
+        if self._socket_hung_up(entry):
+            self._suspect_older(now)
             return "server hung up while it was idle"
         if now - entry.last_used < self.check_interval and entry.last_used > self._suspect_before:
             return None
@@ -744,28 +821,26 @@ class BaseConnectionPool(Pool[_Entry]):
             if driver.return_state(conn) is _DIRTY:
                 self._blocking(conn.rollback)  # the check must not leave a transaction open
         except self._driver_errors as exc:
-            self._suspect_before = now
+            self._suspect_older(now)
             log.warning(
                 "%s: connection #%d failed its health check, closing it: %r",
                 self._label(), entry.serial, exc,
             )
             return "failed its health check"
-        entry.last_used = now
+        self._touch(entry, now)
         return None
 
-    def _wait_for_event(self, event: Any, timeout: Optional[float]) -> None:
+    def _first_waiter(self) -> None:
         # Connections whose wrappers were garbage collected are only queued by the
         # collector (see PooledConnectionWrapper); while anyone waits, the sweeper
-        # wakes at least every ORPHAN_POLL seconds to reclaim them, so that the wait
-        # itself stays a single plain wait.
-        sweeper = self._sweeper
-        if sweeper is not None:
-            sweeper.schedule(self.hub.monotonic() + ORPHAN_POLL)
-        event.wait(timeout)
+        # wakes at least every ORPHAN_POLL seconds to reclaim them (each sweep
+        # schedules the next while the queue is not empty), so that the waits
+        # themselves stay single plain waits.  Arming a timer never yields.
+        self._sweeper.schedule(self._clock() + ORPHAN_POLL)
 
     # -- return --------------------------------------------------------------------------
 
-    def item(  # type: ignore[override]
+    def item(
         self, timeout: Optional[float] = _MISSING, cleanup: Any = _MISSING
     ) -> _Checkout:
         """``with pool.item() as conn:`` checks a connection out and always gives it back.
@@ -786,7 +861,7 @@ class BaseConnectionPool(Pool[_Entry]):
             reason = f"interrupted by {type(exc).__name__}"
         elif self._driver.is_disconnect(entry.conn, exc):
             reason = "disconnected"
-            self._suspect_before = self.hub.monotonic()
+            self._suspect_older(self._clock())
         else:
             self.put(conn, cleanup)
             return
@@ -804,40 +879,61 @@ class BaseConnectionPool(Pool[_Entry]):
         :class:`~greenpool.errors.ForeignConnection`, changing nothing, for a
         connection this pool did not hand out or that was already returned.
         """
-        if conn is None:
+        entry = conn._entry if type(conn) is PooledConnectionWrapper else None
+        if entry is not None and entry.in_use and entry.pool is self and self._cooperative:
+            # _take_back's checks, without the lock a green hub does not need.
+            _set_entry(conn, None)  # the wrapper is returned: false and unusable
+            entry.in_use = False
+        elif conn is None:
             self._put_none()
             return
-        entry = self._take_back(conn)
-        if entry is None:
-            return
-        now = self.hub.monotonic()
+        else:
+            entry = self._take_back(conn)
+            if entry is None:
+                return
+        now = self._clock()
         self._usage_time += now - entry.taken_at
-        try:
-            reason = self._check_return(entry, now, cleanup)
-        except BaseException:
-            # Interrupted (timeout, kill) during cleanup: the connection's state is
-            # unknown, so it is closed; the slot is never leaked.
-            self._discard(entry, "interrupted during cleanup", lost=True)
-            raise
-        if reason is None and self._closed:
-            reason = "pool closed"  # closed while the cleanup ran
-        if reason is not None:
-            self._discard(entry, reason, lost=reason in _LOST_REASONS)
-            return
+        if not (
+            # The common return: the pool's own cleanup, a connection within its quiet
+            # interval (so not too old, and no drain or close since), and the driver
+            # sure that no transaction is open.
+            cleanup is _MISSING
+            and self._plain_return
+            and now < entry.vetted_until
+            and self._driver.return_state(entry.conn) is _IDLE
+        ):
+            try:
+                reason = self._check_return(entry, now, cleanup)
+            except BaseException:
+                # Interrupted (timeout, kill) during cleanup: the connection's state is
+                # unknown, so it is closed; the slot is never leaked.
+                self._discard(entry, "interrupted during cleanup", lost=True)
+                raise
+            if reason is None and self._closed:
+                reason = "pool closed"  # closed while the cleanup ran
+            if reason is not None:
+                self._discard(entry, reason, lost=reason in _LOST_REASONS)
+                return
+        # _touch(), inlined: this is the path of every return.
         entry.last_used = now
-        # With callers waiting, the connection goes to one of them, not to the idle
-        # list, and a sweep is due within ORPHAN_POLL anyway: nothing to schedule.
-        handed_over = bool(self._waiters)
-        self._dispatch(entry)
-        sweeper = self._sweeper
-        if sweeper is not None and not handed_over:
-            max_idle = self.max_idle
-            deadline = entry.expires_at
-            if max_idle is not None and now + max_idle < deadline:
-                deadline = now + max_idle
-            scheduled = sweeper.next_run
-            if scheduled is None or deadline < scheduled:
-                sweeper.schedule(deadline)
+        vetted_until = now + self._quiet
+        expires_at = entry.expires_at
+        entry.vetted_until = vetted_until if vetted_until < expires_at else expires_at
+        if self._cooperative and not self._waiters and self.current_size <= self.max_size:
+            self._file_idle(entry)  # Pool.put's fast path, inlined
+        elif self._waiters:
+            # To a waiter, not to the idle list; while callers wait, a sweep is due
+            # within ORPHAN_POLL anyway.
+            self._dispatch(entry)
+            return
+        else:
+            self._dispatch(entry)
+        # Make sure a sweep comes by when this connection may expire, idle.
+        due = now + self._idle_limit
+        if due > expires_at:
+            due = expires_at
+        if due < self._sweeper.next_run:
+            self._sweeper.schedule(due)
 
     def _take_back(self, conn: Any) -> Optional[_Entry]:
         """Detach a wrapper from its checkout and validate ownership.
@@ -879,7 +975,7 @@ class BaseConnectionPool(Pool[_Entry]):
         conn = entry.conn
         state = self._driver.return_state(conn)
         if state is _CLOSED:
-            self._suspect_before = now
+            self._suspect_older(now)
             return "closed by its user or server"
         if state is _BUSY:
             return "returned in the middle of a query"
@@ -936,7 +1032,7 @@ class BaseConnectionPool(Pool[_Entry]):
         with self._lock:
             grants = self._grant_locked()
         for waiter in grants:
-            waiter.event.set()
+            waiter.set()
 
     def close(self, timeout: Optional[float] = None) -> None:
         """Close the pool: no further checkouts, idle connections closed at once.
@@ -948,8 +1044,8 @@ class BaseConnectionPool(Pool[_Entry]):
         """
         timeout = _checks.check_seconds("timeout", timeout)
         self._closed = True
-        if self._sweeper is not None:
-            self._sweeper.stop()
+        self._revet_all()  # no return takes the fast path any more
+        self._sweeper.stop()
         self._close_waiters()
         self.clear()
         if timeout is not None:
@@ -982,6 +1078,7 @@ class BaseConnectionPool(Pool[_Entry]):
         """
         with self._lock:
             self._generation += 1
+        self._revet_all()
         log.info("%s: draining: every connection will be replaced", self._label())
         self.clear()
 

@@ -41,23 +41,30 @@ class ReturnState(enum.Enum):
     CLOSED = "closed"  # closed or broken: discard
 
 
+_IDLE, _DIRTY, _BUSY, _CLOSED = (
+    ReturnState.IDLE, ReturnState.DIRTY, ReturnState.BUSY, ReturnState.CLOSED
+)
+
+
 class Driver:
     """The generic profile: correct for any PEP 249 driver, if not the cheapest."""
 
     def return_state(self, conn: Any) -> ReturnState:
-        """One local look at a returned connection (no round trip).
+        """One local look at a returned connection (no round trip), made on every return.
 
-        Drivers override it with a single cheap look; this generic one combines
-        :meth:`is_closed`, :meth:`is_busy` and :meth:`in_transaction`.
+        Drivers override it with a single cheap look (a driver that can tell a
+        query is still running reports BUSY there); this generic one reads the
+        ``closed`` and ``in_transaction`` attributes that many drivers have.
         """
+        try:
+            if conn.in_transaction is False and not conn.closed:
+                return _IDLE
+        except AttributeError:
+            pass
         closed = getattr(conn, "closed", False)
         if closed and isinstance(closed, (bool, int)):
-            return ReturnState.CLOSED
-        if self.is_busy(conn):
-            return ReturnState.BUSY
-        return ReturnState.IDLE if getattr(conn, "in_transaction", None) is False else (
-            ReturnState.DIRTY
-        )
+            return _CLOSED
+        return _IDLE if getattr(conn, "in_transaction", None) is False else _DIRTY
 
     name = "generic"
     #: The connect() keyword that names the database.
@@ -130,14 +137,14 @@ class Psycopg2Driver(Driver):
 
     def return_state(self, conn: Any) -> ReturnState:
         if conn.closed:
-            return ReturnState.CLOSED
+            return _CLOSED
         # 0 idle, 1 active (mid-query), 2 in transaction, 3 in error, 4 unknown (broken)
         status = conn.get_transaction_status()
         if status == 0:
-            return ReturnState.IDLE
+            return _IDLE
         if status == 1:
-            return ReturnState.BUSY
-        return ReturnState.CLOSED if status == 4 else ReturnState.DIRTY
+            return _BUSY
+        return _CLOSED if status == 4 else _DIRTY
 
     def is_disconnect(self, conn: Any, error: BaseException) -> bool:
         if conn.closed:
@@ -217,15 +224,15 @@ class MySQLDriver(Driver):
 
     def return_state(self, conn: Any) -> ReturnState:
         if getattr(conn, "_sock", True) is None:  # PyMySQL drops its socket when broken
-            return ReturnState.CLOSED
+            return _CLOSED
         status = getattr(conn, "server_status", None)
         if not isinstance(status, int):
-            return ReturnState.CLOSED if self.is_closed(conn) else ReturnState.DIRTY
+            return _CLOSED if self.is_closed(conn) else _DIRTY
         if status & 1:  # SERVER_STATUS_IN_TRANS
-            return ReturnState.DIRTY
+            return _DIRTY
         # SERVER_STATUS_AUTOCOMMIT: nothing can be left open.  Without autocommit a
         # plain SELECT opens an InnoDB read view that the server does not flag.
-        return ReturnState.IDLE if status & 2 else ReturnState.DIRTY
+        return _IDLE if status & 2 else _DIRTY
 
     def is_disconnect(self, conn: Any, error: BaseException) -> bool:
         if self.is_closed(conn):
@@ -348,22 +355,10 @@ def make_psycopg2_green(hub: HubSpec = None) -> None:
     import psycopg2.extensions
 
     chosen = resolve_hub(hub)
-    if chosen.name == "threads":
+    if not chosen.green:
         psycopg2.extensions.set_wait_callback(None)
         return
-    if chosen.name == "eventlet":
-        from eventlet.hubs import trampoline
-
-        def wait_read(fd: int) -> None:
-            trampoline(fd, read=True)
-
-        def wait_write(fd: int) -> None:
-            trampoline(fd, write=True)
-
-    elif chosen.name == "gevent":
-        from gevent.socket import wait_read, wait_write  # type: ignore[no-redef]
-    else:
-        raise ValueError(f"make_psycopg2_green: no green wait for hub {chosen.name!r}")
+    wait_read, wait_write = chosen.wait_readable, chosen.wait_writable
 
     poll_ok = psycopg2.extensions.POLL_OK
     poll_read = psycopg2.extensions.POLL_READ

@@ -10,7 +10,9 @@
 
 :func:`socket_hung_up` is the zero-round-trip test: an idle connection's
 socket that is readable means the server closed it or sent an error (as
-PostgreSQL does when a backend is terminated).
+PostgreSQL does when a backend is terminated).  :func:`socket_watch` makes
+the same test cheap enough for every checkout: a ``poll`` object registered
+once per connection, asked with a zero timeout.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, Callable, Optional
 
 from .drivers import Driver
 
-__all__ = ["resolve_check", "socket_hung_up"]
+__all__ = ["resolve_check", "socket_hung_up", "socket_watch"]
 
 Check = Callable[[Any], Any]
 
@@ -53,40 +55,52 @@ def _sql_check(sql: str) -> Check:
     return run_sql
 
 
-_select: Any = None
+_poll: Any = None
+_poll_input = 0
 
 
-def _original_select() -> Any:
-    global _select
-    if _select is None:
-        _select = _find_original_select()
-    return _select
-
-
-def _find_original_select() -> Any:
+def _find_original(name: str) -> Any:
+    """``select.<name>`` as the standard library has it, never a green replacement."""
     if "eventlet" in sys.modules:
         from eventlet import patcher
 
-        return patcher.original("select").select
+        return getattr(patcher.original("select"), name, None)
     if "gevent" in sys.modules:
         from gevent import monkey
 
-        return monkey.get_original("select", "select")
+        return monkey.get_original("select", name)
     import select
 
-    return select.select
+    return getattr(select, name, None)
+
+
+def socket_watch(fileno: Optional[int]) -> Any:
+    """A ``select.poll`` object watching ``fileno`` for input, or None.
+
+    ``watch.poll(0)`` is non-empty when the socket is readable (the server
+    hung up or spoke unasked) or the descriptor was closed (``POLLNVAL``):
+    one system call, no list building, never yields.  None when the
+    descriptor is unknown or the platform has no ``poll``.
+    """
+    global _poll, _poll_input
+    if fileno is None or fileno < 0:
+        return None
+    if _poll is None:
+        _poll = _find_original("poll") or False
+        _poll_input = (_find_original("POLLIN") or 1) | (_find_original("POLLPRI") or 2)
+    if not _poll:
+        return None
+    watch = _poll()
+    watch.register(fileno, _poll_input)
+    return watch
 
 
 def socket_hung_up(fileno: Optional[int]) -> bool:
     """True when an idle connection's socket is readable (closed or spoken to by the server).
 
-    Uses the unpatched ``select`` with a zero timeout: it never yields and
-    never waits.  An unknown descriptor (None) is never reported as hung up.
+    A one-off :func:`socket_watch`: it never yields and never waits, and
+    works for descriptors of any number (``select()`` stops at 1024).  An
+    unknown descriptor (None) is never reported as hung up; a closed one is.
     """
-    if fileno is None or fileno < 0:
-        return False
-    try:
-        readable, _, _ = _original_select()([fileno], [], [], 0)
-    except (OSError, ValueError):
-        return True  # the descriptor is gone
-    return bool(readable)
+    watch = socket_watch(fileno)
+    return watch is not None and bool(watch.poll(0))

@@ -10,26 +10,28 @@ Invariants, held whatever interrupts ``get``, ``create`` or ``put``
 * ``current_size`` counts every slot: items idle in ``free_items``, items
   handed out, and slots reserved for an item being created.
 * Waiters are served first come, first served.  An item (or the right to
-  create one) is handed to a waiter under the lock; a waiter that gives up
-  afterwards passes it on instead of keeping it, so nothing is swallowed.
+  create one) is handed to a waiter in a critical section; a waiter that
+  gives up afterwards passes it on instead of keeping it, so nothing is
+  swallowed.
 * A failed ``create()`` frees its slot, and the right to create passes to
   the next waiter.
 
-All state changes happen in short critical sections that never yield;
-``create()`` and the hooks that may do I/O run outside them.
+Every state change happens in a short critical section that never yields
+(the ``_*_locked`` methods); ``create()`` and the hooks that may do I/O run
+outside them.  On a green hub nothing else can run during such a section,
+so it takes no lock; on the threads hub it holds the pool's lock.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Generic, Iterator, Optional, TypeVar
+from typing import Any, Callable, Deque, Generic, Optional, TypeVar
 
 from . import _checks
 from .errors import PoolClosed, PoolTimeout, TooManyWaiters
-from .hubs import Hub, HubSpec, resolve_hub
+from .hubs import Hub, HubSpec, Waiter, resolve_hub
 
 __all__ = ["Pool", "TokenPool", "Token", "PoolStats"]
 
@@ -37,18 +39,27 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_WAITING, _SERVED, _GRANTED, _CANCELLED, _CLOSED = range(5)
+
+class _State:
+    """Where a queued caller stands, kept in its waiter's ``value`` until it is
+    served (the value is then the item).  Changed only in critical sections."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
 
 
-class _Waiter:
-    """One caller queued in ``get()``; ``state`` changes only under the pool lock."""
+_WAITING = _State("waiting")
+_GRANTED = _State("granted the right to create")  # a slot is reserved for it
+_CANCELLED = _State("cancelled")  # left the queue: timed out or interrupted
+_CLOSED = _State("pool closed")
 
-    __slots__ = ("event", "item", "state")
-
-    def __init__(self, event: Any) -> None:
-        self.event = event
-        self.item: Any = None
-        self.state = _WAITING
+#: Returned by the checkout critical section: the caller must create the item.
+_CREATE: Any = _State("create")
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,24 @@ class PoolStats:
     timeouts: int
     created: int
     create_failures: int
+
+
+class _ItemContext:
+    """``with pool.item() as obj``: a class rather than a generator, as it is on the
+    hot path of every ``with`` checkout."""
+
+    __slots__ = ("_pool", "_timeout", "_item")
+
+    def __init__(self, pool: Pool, timeout: Optional[float]) -> None:
+        self._pool = pool
+        self._timeout = timeout
+
+    def __enter__(self) -> Any:
+        item = self._item = self._pool.get(self._timeout)
+        return item
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._pool.put(self._item)
 
 
 class Pool(Generic[T]):
@@ -114,15 +143,19 @@ class Pool(Generic[T]):
         if create is not None:
             self.create = create  # type: ignore[method-assign]
         self.free_items: Deque[T] = deque()
+        # Where put() files an idle item: the front (reused first) for a stack.
+        self._file_idle = self.free_items.appendleft if order_as_stack else self.free_items.append
         self.current_size = 0
         self._creating = 0
-        self._waiters: Deque[_Waiter] = deque()
+        self._waiters: Deque[Waiter] = deque()
+        self._new_waiter = self.hub.waiter
+        self._waiter_class = type(self._new_waiter())  # tells a queued waiter from an item
         self._lock = self.hub.lock()
-        # Green threads switch only at I/O or sleep, so the lock-free fast paths of
-        # get()/put() are safe there; preemptive threads always take the lock.
+        self._clock = self.hub.monotonic
+        # Green threads switch only at I/O or sleep: there the critical sections need
+        # no lock, and the hot paths take none.  Preemptive OS threads always lock.
         self._cooperative = not self.hub.preemptive
         self._requests = self._waits = self._timeouts = 0
-        self._wait_time = 0.0
         self._created = self._create_failures = 0
         self._prefill(min_size)
 
@@ -179,79 +212,97 @@ class Pool(Generic[T]):
         :meth:`create` itself.
         """
         if self._cooperative:
-            # Fast path: on a green hub nothing can run between these lines.
             free = self.free_items
             if free:
                 self._requests += 1
                 return free.popleft()
-        with self._lock:
-            self._requests += 1
-            if self.free_items:
-                return self.free_items.popleft()
-            if self.current_size < self.max_size:
-                self.current_size += 1
-                self._creating += 1
-                waiter = None
-            else:
-                if self.max_waiting is not None and len(self._waiters) >= self.max_waiting:
-                    raise TooManyWaiters(
-                        f"{self._label()}: {len(self._waiters)} callers already wait "
-                        f"(max_waiting={self.max_waiting})"
-                    )
-                waiter = _Waiter(self.hub.event())
-                self._waiters.append(waiter)
-                self._waits += 1
-        if waiter is None:
+            outcome = self._checkout_locked()
+        else:
+            with self._lock:
+                outcome = self._checkout_locked()
+        if outcome is _CREATE:
             deadline = None if timeout is None else self.hub.monotonic() + timeout
             return self._create_in_slot(deadline)
-        return self._wait(waiter, timeout)
+        if type(outcome) is self._waiter_class:
+            return self._wait(outcome, timeout)
+        return outcome
 
-    def _wait(self, waiter: _Waiter, timeout: Optional[float]) -> T:
-        started = self.hub.monotonic()
+    def _checkout_locked(self) -> Any:
+        """An idle item, :data:`_CREATE` (a slot reserved), or a queued waiter."""
+        self._requests += 1
+        if self.free_items:
+            return self.free_items.popleft()
+        if self.current_size < self.max_size:
+            self.current_size += 1
+            self._creating += 1
+            return _CREATE
+        waiters = self._waiters
+        if self.max_waiting is not None and len(waiters) >= self.max_waiting:
+            raise TooManyWaiters(
+                f"{self._label()}: {len(waiters)} callers already wait "
+                f"(max_waiting={self.max_waiting})"
+            )
+        waiter = self._new_waiter()
+        waiter.value = _WAITING
+        if not waiters:
+            self._first_waiter()
+        waiters.append(waiter)
+        self._waits += 1
+        return waiter
+
+    def _first_waiter(self) -> None:
+        """Hook: someone starts waiting in an empty queue (in a critical section)."""
+
+    def _wait(self, waiter: Waiter, timeout: Optional[float]) -> T:
         deadline = None
         try:
             if timeout is not None:
                 _checks.check_seconds("timeout", timeout)
-                deadline = started + timeout
-            self._wait_for_event(waiter.event, timeout)
+                deadline = self._clock() + timeout
+            self._wait_for_event(waiter, timeout)
         except BaseException:
             self._abandon(waiter)
             raise
-        finally:
-            self._wait_time += self.hub.monotonic() - started
-        # Once set, the event guarantees the state moved on from _WAITING, and only
-        # this waiter changes it after that: the lock is needed for a timeout only.
-        state = waiter.state
-        if state == _WAITING:
-            with self._lock:
-                state = waiter.state
-                if state == _WAITING:
-                    waiter.state = _CANCELLED
-                    self._waiters.remove(waiter)
-                    self._timeouts += 1
-        if state == _SERVED:
-            return waiter.item
-        if state == _GRANTED:
+        # Once set, the waiter's value moved on from _WAITING, and only this caller
+        # changes it after that: a critical section is needed for a timeout only.
+        value = waiter.value
+        if value is _WAITING:
+            if self._cooperative:
+                value = self._leave_locked(waiter, timed_out=True)
+            else:
+                with self._lock:
+                    value = self._leave_locked(waiter, timed_out=True)
+            if value is _CANCELLED:
+                raise PoolTimeout(f"{self._label()}: no item free within {timeout} s")
+        if value is _GRANTED:
             return self._create_in_slot(deadline)
-        if state == _CLOSED:
+        if value is _CLOSED:
             raise PoolClosed(f"{self._label()} was closed while waiting")
-        raise PoolTimeout(f"{self._label()}: no item free within {timeout} s")
+        return value
 
-    def _wait_for_event(self, event: Any, timeout: Optional[float]) -> None:
-        """Block until ``event`` is set or ``timeout`` passes (hook for subclasses)."""
-        event.wait(timeout)
+    def _leave_locked(self, waiter: Waiter, timed_out: bool = False) -> Any:
+        """The caller stops waiting; what it was given (its waiter's value) if anything."""
+        value = waiter.value
+        if value is _WAITING:
+            waiter.value = _CANCELLED
+            self._waiters.remove(waiter)
+            if timed_out:
+                self._timeouts += 1
+            return _CANCELLED
+        return value
 
-    def _abandon(self, waiter: _Waiter) -> None:
-        """The waiter is leaving with an exception: pass on whatever it was given."""
+    def _wait_for_event(self, waiter: Waiter, timeout: Optional[float]) -> None:
+        """Block until ``waiter`` is set or ``timeout`` passes (hook for subclasses)."""
+        waiter.wait(timeout)
+
+    def _abandon(self, waiter: Waiter) -> None:
+        """The caller is leaving with an exception: pass on whatever it was given."""
         with self._lock:
-            state = waiter.state
-            if state == _WAITING:
-                waiter.state = _CANCELLED
-                self._waiters.remove(waiter)
-        if state == _SERVED:
-            self._dispatch(waiter.item)
-        elif state == _GRANTED:
+            value = self._leave_locked(waiter)
+        if value is _GRANTED:
             self._release_slot(creating=True)
+        elif value is not _CANCELLED and value is not _CLOSED:
+            self._dispatch(value)
 
     # -- return ---------------------------------------------------------------
 
@@ -261,31 +312,30 @@ class Pool(Generic[T]):
         When the pool was shrunk by :meth:`resize` and is still over its new
         ``max_size``, the item is retired instead.
         """
-        if self._cooperative and not self._waiters and self.current_size <= self.max_size:
-            # Fast path: on a green hub nothing can run between these lines.
-            if self.order_as_stack:
-                self.free_items.appendleft(item)
-            else:
-                self.free_items.append(item)
-            return
-        with self._lock:
-            if self.current_size > self.max_size:
-                self.current_size -= 1
-                waiter = None
-            elif self._waiters:
-                waiter = self._waiters.popleft()
-                waiter.item = item
-                waiter.state = _SERVED
-            else:
-                if self.order_as_stack:
-                    self.free_items.appendleft(item)
-                else:
-                    self.free_items.append(item)
+        if self._cooperative:
+            if not self._waiters and self.current_size <= self.max_size:
+                self._file_idle(item)
                 return
-        if waiter is not None:
-            waiter.event.set()
+            waiter = self._return_locked(item)
         else:
+            with self._lock:
+                waiter = self._return_locked(item)
+        if waiter is _CREATE:
             self._retire(item)
+        elif waiter is not None:
+            waiter.set()
+
+    def _return_locked(self, item: T) -> Any:
+        """File ``item``: the waiter it was handed to, None if idle, _CREATE to retire it."""
+        if self.current_size > self.max_size:
+            self.current_size -= 1
+            return _CREATE
+        if self._waiters:
+            waiter = self._waiters.popleft()
+            waiter.value = item
+            return waiter
+        self._file_idle(item)
+        return None
 
     #: The hand-off itself, for subclasses whose put() does more (cleanup, checks).
     _dispatch = put
@@ -298,14 +348,14 @@ class Pool(Generic[T]):
                 self._creating -= 1
             grants = self._grant_locked()
         for waiter in grants:
-            waiter.event.set()
+            waiter.set()
 
-    def _grant_locked(self) -> list[_Waiter]:
+    def _grant_locked(self) -> list[Waiter]:
         """Give the right to create to as many waiters as there are free slots."""
         grants = []
         while self._waiters and self.current_size < self.max_size:
             waiter = self._waiters.popleft()
-            waiter.state = _GRANTED
+            waiter.value = _GRANTED
             self.current_size += 1
             self._creating += 1
             grants.append(waiter)
@@ -317,21 +367,16 @@ class Pool(Generic[T]):
             waiters = list(self._waiters)
             self._waiters.clear()
             for waiter in waiters:
-                waiter.state = _CLOSED
+                waiter.value = _CLOSED
         for waiter in waiters:
-            waiter.event.set()
+            waiter.set()
 
     def _retire(self, item: T) -> None:
         """Dispose of an item leaving the pool for good (hook; the generic pool drops it)."""
 
-    @contextlib.contextmanager
-    def item(self, timeout: Optional[float] = None) -> Iterator[T]:
+    def item(self, timeout: Optional[float] = None) -> Any:
         """``with pool.item() as obj:`` gets an item and always puts it back."""
-        obj = self.get(timeout)
-        try:
-            yield obj
-        finally:
-            self.put(obj)
+        return _ItemContext(self, timeout)
 
     # -- size -----------------------------------------------------------------
 
@@ -352,7 +397,7 @@ class Pool(Generic[T]):
                 surplus.append(self.free_items.pop())
                 self.current_size -= 1
         for waiter in grants:
-            waiter.event.set()
+            waiter.set()
         for item in surplus:
             self._retire(item)
 

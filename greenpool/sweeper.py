@@ -20,6 +20,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
+_INF = float("inf")
+
 #: Never sleep less than this between sweeps, so expiries close together share one wake-up.
 MIN_INTERVAL = 0.01
 
@@ -32,26 +34,20 @@ class Sweeper:
         self._hub = hub
         self._lock = original_lock()
         self._task: Optional[Task] = None
-        self._when: Optional[float] = None
+        #: The monotonic time of the next sweep, infinity when none is scheduled
+        #: (read-only: a plain attribute, as every return of a connection reads it).
+        self.next_run = _INF
         self._stopped = False
-
-    @property
-    def next_run(self) -> Optional[float]:
-        """The monotonic time of the next sweep, None when none is scheduled."""
-        return self._when
 
     def schedule(self, when: Optional[float]) -> None:
         """Make sure a sweep runs no later than monotonic time ``when`` (None: nothing to do)."""
-        if when is None or self._stopped:
-            return
-        current = self._when
-        if current is not None and current <= when:
+        if when is None or self._stopped or self.next_run <= when:
             return
         with self._lock:
-            if self._stopped or (self._when is not None and self._when <= when):
+            if self._stopped or self.next_run <= when:
                 return
             old, self._task = self._task, None
-            self._when = when
+            self.next_run = when
             delay = max(MIN_INTERVAL, when - self._hub.monotonic())
             self._task = self._hub.spawn_after(delay, self._run, when)
         if old is not None:
@@ -59,9 +55,9 @@ class Sweeper:
 
     def _run(self, when: float) -> None:
         with self._lock:
-            if self._when != when:  # superseded by an earlier schedule
+            if self.next_run != when:  # superseded by an earlier schedule
                 return
-            self._when = None
+            self.next_run = _INF
             self._task = None
         pool = self._pool_ref()
         if pool is None or self._stopped:
@@ -79,6 +75,6 @@ class Sweeper:
         with self._lock:
             self._stopped = True
             task, self._task = self._task, None
-            self._when = None
+            self.next_run = _INF
         if task is not None:
             task.cancel()

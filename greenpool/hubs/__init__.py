@@ -14,9 +14,11 @@ import sys
 from typing import Optional, Union
 
 from ..errors import HubError
-from .base import Event, Hub, Task
+from .base import Event, Hub, Task, Waiter
 
-__all__ = ["Hub", "Event", "Task", "resolve_hub", "set_default_hub", "detect_hub", "HUB_NAMES"]
+__all__ = [
+    "Hub", "Event", "Waiter", "Task", "resolve_hub", "set_default_hub", "detect_hub", "HUB_NAMES"
+]
 
 HUB_NAMES = ("eventlet", "gevent", "threads")
 

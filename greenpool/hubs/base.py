@@ -2,8 +2,9 @@
 
 A hub adapter is the only code in greenpool that knows eventlet from gevent
 from plain threads.  It offers a monotonic clock, sleep, spawn and
-spawn-after, a one-shot event with a timed wait, a timeout that interrupts
-green code, running a function in an OS thread, and a lock.
+spawn-after, one-shot events with a timed wait (one for many waiters, a
+cheaper one for a single waiter), a timeout that interrupts green code,
+running a function in an OS thread, waiting for a socket, and a lock.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import threading
 import time
 from typing import Any, Callable, ContextManager, Optional, Protocol, TypeVar
 
-__all__ = ["Hub", "Event", "Task", "ThreadCallTimeout", "original_lock"]
+__all__ = ["Hub", "Event", "Waiter", "Task", "ThreadCallTimeout", "original_lock"]
 
 T = TypeVar("T")
 
@@ -32,6 +33,18 @@ class Event(Protocol):
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block the calling task until set or ``timeout`` seconds pass; return :meth:`is_set`."""
+
+
+class Waiter(Event, Protocol):
+    """A one-shot :class:`Event` for exactly one waiting task, carrying a value.
+
+    ``set()`` never switches.  A task that stopped waiting (timed out,
+    killed) is never resumed by a late ``set()``.  ``value`` is the setter's
+    to fill before ``set()`` and the waiter's to read after ``wait()``; the
+    hub never looks at it.  Waiting from two tasks at once is an error.
+    """
+
+    value: Any
 
 
 class Task(abc.ABC):
@@ -119,7 +132,12 @@ class Hub(abc.ABC):
 
     @abc.abstractmethod
     def event(self) -> Event:
-        """A new one-shot :class:`Event`."""
+        """A new one-shot :class:`Event`, for any number of waiting tasks."""
+
+    #: ``hub.waiter()``: a new :class:`Waiter`, one-shot, for exactly one waiting task.
+    #: The pool makes one per queued ``get()``, so it is the hub's cheapest wake-up,
+    #: and a class (called directly: one call per waiter, not two).
+    waiter: Callable[[], Waiter]
 
     @abc.abstractmethod
     def timeout(self, seconds: Optional[float], exception: BaseException) -> ContextManager[Any]:
@@ -144,6 +162,14 @@ class Hub(abc.ABC):
         then runs on and its result is dropped, so ``fn`` must dispose of
         what it makes if nobody wants it any more.
         """
+
+    @abc.abstractmethod
+    def wait_readable(self, fd: int) -> None:
+        """Block the calling task until ``fd`` is readable (green drivers' wait callbacks)."""
+
+    @abc.abstractmethod
+    def wait_writable(self, fd: int) -> None:
+        """Block the calling task until ``fd`` is writable."""
 
     def lock(self) -> Any:
         """A lock for the pool's critical sections.

@@ -6,11 +6,32 @@ from typing import Any, Callable, ContextManager, Optional, TypeVar
 
 import gevent
 import gevent.event
+import gevent.socket
 import greenlet
 
 from .base import Event, Hub, Task, ThreadCallTimeout, capture, unwrap
+from .green import GreenWaiter
 
 T = TypeVar("T")
+
+
+class _GeventWaiter(GreenWaiter):
+    """The single-task waiter on gevent's hub (see :class:`GreenWaiter`): woken by a
+    loop callback, without the link machinery of ``gevent.event.Event``."""
+
+    __slots__ = ()
+
+    _current_hub = staticmethod(gevent.get_hub)
+
+    @staticmethod
+    def _call_later(hub: Any, seconds: float, fn: Callable[[], None]) -> Callable[[], Any]:
+        timer = hub.loop.timer(seconds)
+        timer.start(fn)
+        return timer.close
+
+    @staticmethod
+    def _call_soon(hub: Any) -> Callable[[Callable[[], None]], Any]:
+        return hub.loop.run_callback
 
 
 class _GeventTask(Task):
@@ -44,6 +65,8 @@ class GeventHub(Hub):
     def event(self) -> Event:
         return gevent.event.Event()
 
+    waiter = _GeventWaiter
+
     def timeout(self, seconds: Optional[float], exception: BaseException) -> ContextManager[Any]:
         return gevent.Timeout(seconds, exception)
 
@@ -58,6 +81,10 @@ class GeventHub(Hub):
         expired = ThreadCallTimeout(f"call did not finish within {timeout} s")
         with gevent.Timeout(timeout, expired):
             return unwrap(result.get())
+
+    # gevent's own functions, not wrappers: a green driver calls them on every query.
+    wait_readable = staticmethod(gevent.socket.wait_read)
+    wait_writable = staticmethod(gevent.socket.wait_write)
 
     def current_task(self) -> Any:
         return greenlet.getcurrent()

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import select
 import threading
 import time
 from typing import Any, Callable, ContextManager, Optional, TypeVar
 
-from .base import Event, Hub, Task, ThreadCallTimeout
+from .base import Event, Hub, Task, ThreadCallTimeout, original_lock
 
 T = TypeVar("T")
+
+
+def _wait_for(fd: int, events: int) -> None:
+    poller = select.poll()
+    poller.register(fd, events)
+    poller.poll()
 
 
 class _ThreadTask(Task):
@@ -20,6 +27,36 @@ class _ThreadTask(Task):
 
     def cancel(self) -> None:
         self._timer.cancel()
+
+
+class _ThreadWaiter:
+    """One thread waiting once (see :meth:`Hub.waiter`): a lock held until set,
+    much cheaper to make than a ``threading.Event``."""
+
+    __slots__ = ("value", "_lock", "_flag")
+
+    def __init__(self) -> None:
+        self.value: Any = None
+        self._lock = original_lock()
+        self._lock.acquire()
+        self._flag = False
+
+    def set(self) -> None:
+        # The pool sets each waiter once, in a critical section.
+        if not self._flag:
+            self._flag = True
+            self._lock.release()
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        if not self._flag:
+            if timeout is None:
+                self._lock.acquire()
+            else:
+                self._lock.acquire(True, timeout)
+        return self._flag
 
 
 class _ThreadResult:
@@ -56,6 +93,8 @@ class ThreadsHub(Hub):
     def event(self) -> Event:
         return threading.Event()
 
+    waiter = _ThreadWaiter
+
     def timeout(self, seconds: Optional[float], exception: BaseException) -> ContextManager[Any]:
         return contextlib.nullcontext()
 
@@ -80,6 +119,12 @@ class ThreadsHub(Hub):
         if result.error is not None:
             raise result.error
         return result.value
+
+    def wait_readable(self, fd: int) -> None:
+        _wait_for(fd, select.POLLIN)
+
+    def wait_writable(self, fd: int) -> None:
+        _wait_for(fd, select.POLLOUT)
 
     def current_task(self) -> Any:
         return threading.current_thread()
