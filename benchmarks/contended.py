@@ -273,7 +273,7 @@ class FifoPool:
 
 @dataclass
 class Window:
-    """What one contender's workers did while one query ran (one round)."""
+    """What one contender's workers did in one measured window."""
 
     sql: str
     workers: int
@@ -281,6 +281,8 @@ class Window:
     ops: list[int] = field(default_factory=list)
     waits: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    elapsed: float = 0.0
+    open_waits: list[float] = field(default_factory=list)  # still waiting at its end
 
     def __post_init__(self) -> None:
         self.ops = [0] * self.workers
@@ -330,6 +332,29 @@ def jain(values: list[int]) -> float:
     total = sum(values)
     squares = sum(v * v for v in values)
     return total * total / (len(values) * squares) if squares else 0.0
+
+
+def sample_of(windows: list[Window], built: Built, size: int) -> Sample:
+    """One contender's windows of one query in one round, as one sample."""
+    elapsed = sum(w.elapsed for w in windows)
+    ops = [sum(per_worker) for per_worker in zip(*(w.ops for w in windows))]
+    errors = [e for w in windows for e in w.errors]
+    sample = Sample(
+        qps=sum(ops) / elapsed,
+        starved=sum(1 for n in ops if n == 0),
+        jain=jain(ops),
+        errors=len(errors),
+        error=errors[0][:100] if errors else "",
+    )
+    if built.get is not None:
+        waits = sorted(x for w in windows for x in w.waits + w.open_waits)
+        if waits:
+            sample.wait_p50 = percentile(waits, 0.5)
+            sample.wait_p99 = percentile(waits, 0.99)
+            sample.wait_max = waits[-1]
+        if sample.qps:
+            sample.expected = max(0, built.workers - size) / sample.qps
+    return sample
 
 
 class Runner:
@@ -387,22 +412,34 @@ class Runner:
                 time.sleep(0.01)
 
     def _work_dedicated(self, i: int, conn: Any) -> None:
+        # The same bookkeeping as a pooled worker (clock reads, a recorded wait) with
+        # no get() and put(): the ratio to ideal then measures the pool, not this loop.
+        since = self.since
+        clock = time.perf_counter
+        waits: list[float] = []
         while True:
             if not self.running:
                 if not self._park(i):
                     return
+                waits.clear()
                 continue
             w = self.window
             assert w is not None
             try:
+                t0 = since[i] = clock()
+                waited = clock() - t0
+                since[i] = None
                 query(conn, w.sql)
                 if w.measuring:
                     w.ops[i] += 1
+                    waits.append(waited)
             except Exception as exc:
+                since[i] = None
                 w.errors.append(repr(exc))
                 time.sleep(0.01)
 
-    def measure(self, sql: str, warmup: float, seconds: float, size: int) -> Sample:
+    def run_window(self, sql: str, warmup: float, seconds: float) -> Window:
+        """Let the workers loop on ``sql`` for ``warmup`` then ``seconds`` (measured)."""
         w = self.window = Window(sql, self.b.workers)
         self.b.live = self.running = True
         self.gate.set()
@@ -412,29 +449,13 @@ class Runner:
         time.sleep(seconds)
         w.measuring = False
         ended = time.perf_counter()
-        open_waits = [ended - s for s in list(self.since) if s is not None]
+        w.open_waits = [ended - s for s in list(self.since) if s is not None]
         self.gate.clear()
         self.b.live = self.running = False
         while any(self.busy):
             time.sleep(0.001)
-        elapsed = ended - started
-        ops = w.ops
-        sample = Sample(
-            qps=sum(ops) / elapsed,
-            starved=sum(1 for n in ops if n == 0),
-            jain=jain(ops),
-            errors=len(w.errors),
-            error=w.errors[0][:100] if w.errors else "",
-        )
-        if self.b.get is not None:
-            waits = sorted(w.waits + open_waits)
-            if waits:
-                sample.wait_p50 = percentile(waits, 0.5)
-                sample.wait_p99 = percentile(waits, 0.99)
-                sample.wait_max = waits[-1]
-            if sample.qps:
-                sample.expected = max(0, self.b.workers - size) / sample.qps
-        return sample
+        w.elapsed = ended - started
+        return w
 
     def stop(self) -> None:
         self.shutdown = True
@@ -718,10 +739,15 @@ def shut(built: Built, runner: Runner) -> None:
     built.close()
 
 
-def run_turn(c: Contender, ctx: Ctx, rec: Record, sqls: dict[str, str], kept: Kept) -> None:
-    """Build ``c`` (or take it from ``kept``), run every query once, close it (or keep it).
+def run_turn(c: Contender, ctx: Ctx, rec: Record, sqls: dict[str, str], kept: Kept,
+             ideal: tuple[Built, Runner], ideal_rec: Record) -> None:
+    """Build ``c`` (or take it from ``kept``), measure every query, close it (or keep it).
 
-    Appends one sample per query to ``rec``.
+    Each query is measured in ``--pairs`` windows of ``c``, each between two
+    windows of the ideal baseline (I c I c I): the ratio to ideal compares
+    windows a few tenths of a second apart, so the bursts of load on this
+    shared machine, which last about that long, mostly cancel out.  Appends
+    one sample per query to ``rec`` (its ratio set) and to ``ideal_rec``.
     """
     args = ctx.args
     if c.label in kept:
@@ -735,12 +761,33 @@ def run_turn(c: Contender, ctx: Ctx, rec: Record, sqls: dict[str, str], kept: Ke
             return
         runner = Runner(built)
     rec.workers = built.workers
-    if ctx.db == "postgres":
-        set_psycopg2_green(built.green)
+    ideal_built, ideal_runner = ideal
+
+    def window(which: Built, run: Runner, sql: str) -> Window:
+        if ctx.db == "postgres":
+            set_psycopg2_green(which.green)
+        return run.run_window(sql, args.warmup, args.window)
+
     try:
         for kind, sql in sqls.items():
-            sample = runner.measure(sql, args.warmup, args.window, ctx.size)
+            # Settle both first: a new query, and a contender's new connections, run slow
+            # for a moment (and the machine speeds up again after the idle sleep query).
+            for which, run in ((built, runner), (ideal_built, ideal_runner)):
+                if ctx.db == "postgres":
+                    set_psycopg2_green(which.green)
+                run.run_window(sql, args.settle, 0.0)
+            ideal_windows = [window(ideal_built, ideal_runner, sql)]
+            windows = []
+            for _ in range(args.pairs):
+                windows.append(window(built, runner, sql))
+                ideal_windows.append(window(ideal_built, ideal_runner, sql))
+            sample = sample_of(windows, built, ctx.size)
+            baseline = sample_of(ideal_windows, ideal_built, ctx.size)
+            baseline.ratio = 1.0
+            if baseline.qps:
+                sample.ratio = sample.qps / baseline.qps
             rec.samples.setdefault(kind, []).append(sample)
+            ideal_rec.samples.setdefault(kind, []).append(baseline)
     except BaseException:
         shut(built, runner)
         raise
@@ -766,27 +813,33 @@ def bench_db(db: str, args: argparse.Namespace, workers: int) -> list[Record]:
             log(f"  {db}: {c.label}: skipped: {why}")
         else:
             runnable.append((c, rec))
+    ideal_c, ideal_rec = next((c, rec) for c, rec in runnable if c.label == IDEAL)
+    runnable = [(c, rec) for c, rec in runnable if c.label != IDEAL]
+    set_psycopg2_green(True)
+    ideal_built = ideal_c.build(ctx)  # open throughout: every contender is paired with it
+    ideal = (ideal_built, Runner(ideal_built))
+    ideal_rec.workers = ideal_built.workers
     kept: Kept = {}
     try:
         for r in range(args.rounds):
             log(f"  {db}: round {r + 1} of {args.rounds}")
-            k = r % len(runnable)
+            k = r % len(runnable) if runnable else 0
             for c, rec in runnable[k:] + runnable[:k]:
-                run_turn(c, ctx, rec, sqls, kept)
+                run_turn(c, ctx, rec, sqls, kept, ideal, ideal_rec)
     finally:
         for built, runner in kept.values():
             shut(built, runner)
-    # Ratios, round by round, to that round's baselines.
+        shut(*ideal)
+    # Ratios to the no-pool baseline, round by round (each already paired with ideal).
     by_label = {rec.label: rec for rec in records}
     for kind in sqls:
-        ideal = by_label[IDEAL].samples.get(kind, [])
         nopool = by_label[NOPOOL].samples.get(kind, []) if NOPOOL in by_label else []
         for rec in records:
+            if rec.label == IDEAL:
+                continue
             for i, s in enumerate(rec.samples.get(kind, [])):
-                if i < len(ideal) and ideal[i].qps:
-                    s.ratio = s.qps / ideal[i].qps
-                if i < len(nopool) and nopool[i].qps:
-                    s.ratio_nopool = s.qps / nopool[i].qps
+                if i < len(nopool) and nopool[i].ratio and s.ratio is not None:
+                    s.ratio_nopool = s.ratio / nopool[i].ratio
     return records
 
 
@@ -940,8 +993,8 @@ def report(records: list[dict[str, Any]], args: argparse.Namespace) -> None:
 
 # -- processes ------------------------------------------------------------------------
 
-FORWARDED = ("db", "rounds", "window", "warmup", "workers", "threads", "size", "sleep",
-             "ideal_cap", "retry_sleep")
+FORWARDED = ("db", "rounds", "window", "warmup", "settle", "pairs", "workers", "threads",
+             "size", "sleep", "ideal_cap", "retry_sleep")
 
 
 def child_argv(args: argparse.Namespace, hub: str, out: str) -> list[str]:
@@ -981,9 +1034,15 @@ def main() -> None:
                         "eventlet.db_pool Raw; 0.1 s windows (about 30 s)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (5)")
     parser.add_argument("--window", type=float, default=None,
-                        help="measured seconds per contender, query and round (0.15; quick 0.1)")
+                        help="seconds of one measured window (0.08; quick 0.06)")
     parser.add_argument("--warmup", type=float, default=None,
-                        help="seconds run before each window (0.05; quick 0.03)")
+                        help="seconds run before each window (0.02)")
+    parser.add_argument("--settle", type=float, default=0.1,
+                        help="seconds each of contender and ideal run, unmeasured, before "
+                        "the windows of a query (0.1)")
+    parser.add_argument("--pairs", type=int, default=2,
+                        help="windows per contender, query and round, each between two "
+                        "windows of the ideal baseline (2)")
     parser.add_argument("--workers", type=int, default=200, help="green workers W (200)")
     parser.add_argument("--threads", type=int, default=32,
                         help="most workers on the threads hub (32)")
@@ -999,9 +1058,9 @@ def main() -> None:
     parser.add_argument("--json", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.window is None:
-        args.window = 0.1 if args.quick else 0.15
+        args.window = 0.06 if args.quick else 0.08
     if args.warmup is None:
-        args.warmup = 0.03 if args.quick else 0.05
+        args.warmup = 0.02
     for name in FORWARDED[1:]:
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")

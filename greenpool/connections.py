@@ -63,6 +63,12 @@ _IDLE, _DIRTY, _BUSY, _CLOSED = (
 #: opened together do not all expire together.
 AGE_JITTER = 0.05
 
+#: A connection given back less than this long ago (seconds) is handed out without the
+#: socket test.  The test is there for connections that sat idle (a server hanging up
+#: on them); one passed straight from a caller to a waiter, as a busy pool does in well
+#: under this, was not idle, and the test would cost a system call on every query.
+SOCKET_TEST_AFTER = 0.005
+
 
 def cleanup_rollback(conn: Any) -> None:
     """The default cleanup on return: roll back whatever the caller left open.
@@ -318,6 +324,16 @@ class BaseConnectionPool(Pool[_Entry]):
     connect the pool gave up on in an OS thread ends and closes its socket.
     """
 
+    __slots__ = (
+        "timeout", "max_idle", "max_age", "connect_timeout", "check_interval",
+        "leak_timeout", "connect_args", "connect_kwargs", "target", "_module", "_connect_fn",
+        "_cleanup", "_driver", "_driver_errors", "_backstop", "_check", "_quiet",
+        "_idle_limit", "_plain_return", "_closed", "_generation", "_suspect_before",
+        "_entries", "_serials", "_orphans", "_gate", "_sweeper", "_opened", "_closed_count",
+        "_connect_failures", "_connect_timeouts", "_expired", "_lost", "_bad_returns",
+        "_orphan_count", "_usage_time", "_wait_time",
+    )
+
     def __init__(
         self,
         db_module: Any,
@@ -526,7 +542,7 @@ class BaseConnectionPool(Pool[_Entry]):
             if isinstance(exc, Exception) and not isinstance(exc, ConnectTimeout):
                 log.warning("%s: connect to %s failed: %s", self._label(), self.target, exc)
             raise
-        now = self.hub.monotonic()
+        now = self._clock()
         with self._lock:
             self._serials += 1
             self._opened += 1
@@ -612,7 +628,7 @@ class BaseConnectionPool(Pool[_Entry]):
         Called by the sweeper.  Tops the pool back up to ``min_size``.
         """
         self._collect_orphans()
-        now = self.hub.monotonic()
+        now = self._clock()
         expired: list[_Entry] = []
         with self._lock:
             if self._closed:
@@ -674,7 +690,7 @@ class BaseConnectionPool(Pool[_Entry]):
             except Exception as exc:
                 log.warning("%s: could not reopen a min_size connection: %s", self._label(), exc)
                 return
-            self._touch(entry, self.hub.monotonic())
+            self._touch(entry, self._clock())
             if self._closed:
                 self._discard(entry, "pool closed")
                 return
@@ -713,11 +729,13 @@ class BaseConnectionPool(Pool[_Entry]):
             now = self._clock()
             self._wait_time += now - started
         # One comparison decides whether the connection needs a closer look; the
-        # socket test (one poll() call) is made even for one used a moment ago.
+        # socket test (one poll() call) is made even within check_interval, unless
+        # the connection came straight from another caller.
         watch = entry.watch
         if (
             now >= entry.vetted_until
-            or (watch is not None and watch.poll(0))
+            or (watch is not None and now - entry.last_used >= SOCKET_TEST_AFTER
+                and watch.poll(0))
         ):
             if timeout is _MISSING:
                 timeout = self.timeout
@@ -789,7 +807,7 @@ class BaseConnectionPool(Pool[_Entry]):
             self._discard(entry, problem, lost=problem != "expired")
             left = None if timeout is None else max(0.0, started + timeout - now)
             entry = Pool.get(self, left)
-            now = self.hub.monotonic()
+            now = self._clock()
 
     def _checkout_problem(self, entry: _Entry, now: float) -> Optional[str]:
         """Why a pooled connection must not be handed out, or None if it may.
@@ -1049,10 +1067,10 @@ class BaseConnectionPool(Pool[_Entry]):
         self._close_waiters()
         self.clear()
         if timeout is not None:
-            deadline = self.hub.monotonic() + timeout
+            deadline = self._clock() + timeout
             # Wait for checked-out connections, and for returned ones still closing.
-            while self._entries and self.hub.monotonic() < deadline:
-                self.hub.sleep(min(0.01, max(0.0, deadline - self.hub.monotonic())))
+            while self._entries and self._clock() < deadline:
+                self.hub.sleep(min(0.01, max(0.0, deadline - self._clock())))
             with self._lock:
                 revoked = self._checked_out()
                 for entry in revoked:

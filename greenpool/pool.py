@@ -114,6 +114,15 @@ class Pool(Generic[T]):
     :class:`~greenpool.errors.TooManyWaiters` at once).
     """
 
+    # Slots, read on every checkout and return, are much cheaper to reach than a large
+    # instance dict; ``__dict__`` stays for subclasses and for per-instance overrides.
+    __slots__ = (
+        "__dict__", "__weakref__", "hub", "name", "min_size", "max_size", "max_waiting",
+        "order_as_stack", "free_items", "current_size", "_creating", "_waiters", "_lock",
+        "_clock", "_cooperative", "_file_idle", "_new_waiter", "_waiter_class",
+        "_requests", "_waits", "_timeouts", "_created", "_create_failures",
+    )
+
     def __init__(
         self,
         min_size: int = 0,
@@ -221,7 +230,7 @@ class Pool(Generic[T]):
             with self._lock:
                 outcome = self._checkout_locked()
         if outcome is _CREATE:
-            deadline = None if timeout is None else self.hub.monotonic() + timeout
+            deadline = None if timeout is None else self._clock() + timeout
             return self._create_in_slot(deadline)
         if type(outcome) is self._waiter_class:
             return self._wait(outcome, timeout)

@@ -22,6 +22,7 @@ import pytest
 
 import greenpool
 from greenpool import ConnectTimeout, PoolTimeout, RawConnectionPool, TpooledConnectionPool
+from greenpool.connections import SOCKET_TEST_AFTER
 from greenpool.hubs import Hub
 from tests.support.fakedb import make_fakedb
 from tests.support.faultproxy import FaultProxy
@@ -214,10 +215,13 @@ def test_killed_idle_connections_are_replaced_without_failures(backend, hub):
 
 @pytest.mark.db
 def test_connections_killed_right_after_use_are_replaced_without_failures(backend, hub):
+    """Within check_interval (no round trip), the socket test catches a connection that
+    the server killed once it has been idle SOCKET_TEST_AFTER (a few milliseconds)."""
     pool = backend.pool(max_size=4, check_interval=30)
     try:
         warm(pool, 4)
         assert backend.server.terminate_all_connections() >= 4
+        backend.hub.sleep(SOCKET_TEST_AFTER)
         errors = run_requests(hub, 100, _workers(hub, 10, 4), lambda: select_one(pool))
         assert errors == []
         assert_pool_settled(pool, backend)

@@ -25,6 +25,7 @@ from greenpool import (
     TooManyWaiters,
     TpooledConnectionPool,
 )
+from greenpool.connections import SOCKET_TEST_AFTER
 from greenpool.drivers import Driver, driver_for
 from tests.conftest import SECRET
 from tests.support.tasks import Spawned, wait_until
@@ -351,9 +352,28 @@ def test_readable_socket_of_a_recently_used_connection(make_pool, db, hub):
         with pool.item():
             pass
         server.close()  # the server hung up a moment after the connection was returned
+        hub.sleep(SOCKET_TEST_AFTER * 2)
         with pool.item(timeout=1) as conn:
             assert conn.id == 2
         assert seen == []
+    finally:
+        client.close()
+
+
+def test_connection_handed_straight_back_skips_the_socket_test(make_pool, db, hub):
+    """Within SOCKET_TEST_AFTER of its return a connection is reused untested: it was
+    not idle, and a busy pool would otherwise pay a system call per checkout."""
+    pool = make_pool(max_size=1, check=counting_check([]))
+    client, server = socket.socketpair()
+    try:
+        pool._driver = SocketDriver({1: client.fileno()})
+        pool._clock = lambda: 100.0  # no time passes between return and checkout
+        with pool.item():
+            pass
+        server.close()
+        with pool.item(timeout=1) as conn:
+            assert conn.id == 1
+        pool._clock = hub.monotonic
     finally:
         client.close()
 

@@ -1,0 +1,146 @@
+"""The single-task waiter of the hub contract (``hub.waiter()``), on every hub.
+
+The pool parks each queued ``get()`` on one; these are the properties it
+relies on: a value handed over with ``set()``, timed waits, no resumption of
+a task that stopped waiting, wake-ups in the order they were set, and (green
+hubs) timers and I/O served between batches of wake-ups.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tests.support.tasks import Spawned, wait_until
+
+
+def test_set_before_wait_returns_at_once_with_the_value(hub):
+    waiter = hub.waiter()
+    waiter.value = "item"
+    waiter.set()
+    start = hub.monotonic()
+    assert waiter.wait(5) is True and waiter.is_set()
+    assert waiter.value == "item"
+    assert hub.monotonic() - start < 0.5
+
+
+def test_wait_times_out_then_sees_a_later_set(hub):
+    waiter = hub.waiter()
+    start = hub.monotonic()
+    assert waiter.wait(0.02) is False
+    assert hub.monotonic() - start >= 0.019
+
+    def hand_over():
+        waiter.value = 42
+        waiter.set()
+
+    hub.spawn_after(0.01, hand_over)
+    assert waiter.wait(5) is True and waiter.value == 42
+
+
+def test_set_from_another_task_wakes_the_waiter(hub):
+    waiter = hub.waiter()
+    task = Spawned(hub, lambda: (waiter.wait(5), waiter.value))
+    hub.sleep(0.02)
+    waiter.value = "handed over"
+    waiter.set()
+    assert task.wait() == (True, "handed over")
+
+
+def test_a_late_set_does_not_resume_a_task_that_stopped_waiting(green_hub):
+    hub = green_hub
+    waiter = hub.waiter()
+    slept = []
+
+    def impatient():
+        assert waiter.wait(0.01) is False
+        start = hub.monotonic()
+        hub.sleep(0.1)  # a set() of the old waiter must not cut this short
+        slept.append(hub.monotonic() - start)
+
+    task = Spawned(hub, impatient)
+    hub.sleep(0.03)
+    waiter.set()
+    task.wait()
+    assert slept[0] >= 0.095, slept
+
+
+def test_waiters_wake_in_the_order_they_were_set(hub):
+    woken = []
+    waiters = [hub.waiter() for _ in range(20)]
+    tasks = [
+        Spawned(hub, lambda i=i: (waiters[i].wait(5), woken.append(i)))
+        for i in range(20)
+    ]
+    hub.sleep(0.05)  # all parked
+    order = list(range(0, 20, 2)) + list(range(1, 20, 2))
+    for i in order:
+        waiters[i].set()
+    for task in tasks:
+        task.wait()
+    if hub.green:  # OS threads are woken in order too, but run in the OS's order
+        assert woken == order
+
+
+def test_a_chain_of_hand_offs_does_not_keep_the_hub_from_timers(green_hub):
+    """Two tasks waking each other without any I/O still let a timer fire meanwhile:
+    woken waiters are resumed in batches, with a turn of the hub between them."""
+    hub = green_hub
+    rounds = 3000
+    count = [0]
+    current = {"a": hub.waiter(), "b": hub.waiter()}
+
+    def player(me, other):
+        for _ in range(rounds):
+            waiter = current[me]
+            if not waiter.wait(5):
+                raise AssertionError("lost a wake-up")
+            current[me] = hub.waiter()
+            count[0] += 1
+            current[other].set()
+
+    seen_at = []
+
+    def timer():
+        hub.sleep(0.002)
+        seen_at.append(count[0])
+
+    sleeper = Spawned(hub, timer)
+    a = Spawned(hub, player, "a", "b")
+    b = Spawned(hub, player, "b", "a")
+    hub.sleep(0)
+    current["a"].set()
+    a.wait()
+    b.wait()
+    sleeper.wait()
+    assert seen_at and seen_at[0] < 2 * rounds, seen_at
+
+
+@pytest.mark.parametrize("direction", ["read", "write"])
+def test_wait_for_a_socket(hub, direction):
+    left, right = socket.socketpair()
+    try:
+        if direction == "write":
+            hub.wait_writable(left.fileno())  # an empty buffer: writable at once
+            return
+        task = Spawned(hub, hub.wait_readable, left.fileno())
+        hub.sleep(0.02)
+        assert not task.done.is_set()
+        right.send(b"x")
+        task.wait()
+    finally:
+        left.close()
+        right.close()
+
+
+def test_waiter_used_by_the_pool_is_the_hub_one(hub):
+    from greenpool import Pool
+
+    pool = Pool(max_size=1, create=object, hub=hub)
+    held = pool.get()
+    task = Spawned(hub, pool.get, 5)
+    wait_until(hub, lambda: pool.waiting() == 1)
+    assert type(pool._waiters[0]) is type(hub.waiter())
+    pool.put(held)
+    assert task.wait() is held
