@@ -13,6 +13,7 @@ import time
 import pytest
 
 from greenpool import ConnectTimeout, RawConnectionPool, TpooledConnectionPool
+from greenpool.connections import SOCKET_TEST_AFTER
 from greenpool.drivers import driver_for
 from tests.support.tasks import Spawned
 
@@ -261,3 +262,42 @@ def test_health_check_leaves_no_transaction_open(backend, hub, check):
             conn.autocommit = False
     assert pool.stats().opened == 1
     pool.close()
+
+
+def _backend_id(conn, backend):
+    sql = "SELECT pg_backend_pid()" if backend.name == "postgres" else "SELECT CONNECTION_ID()"
+    return _scalar(conn, sql)
+
+
+def _kill_from_outside(backend, backend_id):
+    admin = backend.module.connect(**backend.kwargs)
+    try:
+        cur = admin.cursor()
+        if backend.name == "postgres":
+            cur.execute("SELECT pg_terminate_backend(%s)", (backend_id,))
+        else:
+            cur.execute(f"KILL {int(backend_id)}")
+        cur.close()
+        admin.commit()
+    finally:
+        admin.close()
+
+
+@pytest.mark.parametrize("how", ["killed by the server", "closed behind the pool's back"])
+def test_dead_idle_connection_is_replaced_within_check_interval(pool, backend, hub, how):
+    """No round trip is due (check_interval 60 s here): the socket test sees the server's
+    hang-up, or the closed descriptor, and the caller gets a working connection."""
+    pool.check_interval = 60.0
+    pool._quiet = 60.0
+    with pool.item() as conn:
+        first = _backend_id(conn, backend)
+        raw = conn._entry.conn
+    if how == "killed by the server":
+        _kill_from_outside(backend, first)
+    else:
+        raw.close()
+    hub.sleep(max(0.05, SOCKET_TEST_AFTER * 2))  # the server's notice arrives; the window ends
+    with pool.item() as conn:
+        assert _backend_id(conn, backend) != first
+    stats = pool.stats()
+    assert (stats.opened, stats.lost, stats.size) == (2, 1, 1)

@@ -10,6 +10,7 @@ servers in test_faults_real.py.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 
 import greenlet
@@ -1112,3 +1113,26 @@ def test_foreign_connection_changes_nothing(make_pool, db, hub):
     assert theirs and mine
     other.put(theirs)
     pool.put(mine)
+
+
+def test_socket_test_works_for_descriptors_past_select_limit():
+    """select() cannot take descriptors of 1024 and above, which busy servers reach."""
+    import resource
+
+    from greenpool.health import socket_hung_up
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft <= 1500:
+        pytest.skip(f"needs more than 1500 open files (RLIMIT_NOFILE is {soft})")
+    client, server = socket.socketpair()
+    high = os.dup2(client.fileno(), 1500)
+    try:
+        assert socket_hung_up(high) is False
+        server.sendall(b"E")
+        assert socket_hung_up(high) is True
+    finally:
+        os.close(high)
+        client.close()
+        server.close()
+    assert socket_hung_up(high) is True  # closed descriptor: gone
+    assert socket_hung_up(None) is False
