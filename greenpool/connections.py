@@ -233,7 +233,10 @@ def _where(entry: _Entry) -> str:
     if isinstance(where, tuple):
         code, offset = where
         return f"{code.co_filename}:{_line_at(code, offset)} in {code.co_name}"
-    return str(where)
+    return str(where) or (
+        "an unknown place: the pool names it from now on, or pass leak_timeout= "
+        "for the whole stack"
+    )
 
 
 def _line_at(code: types.CodeType, offset: int) -> Optional[int]:
@@ -331,7 +334,7 @@ class BaseConnectionPool(Pool[_Entry]):
         "_idle_limit", "_plain_return", "_closed", "_generation", "_suspect_before",
         "_entries", "_serials", "_orphans", "_gate", "_sweeper", "_opened", "_closed_count",
         "_connect_failures", "_connect_timeouts", "_expired", "_lost", "_bad_returns",
-        "_orphan_count", "_usage_time", "_wait_time",
+        "_orphan_count", "_usage_time", "_wait_time", "_track_takers",
     )
 
     def __init__(
@@ -393,6 +396,7 @@ class BaseConnectionPool(Pool[_Entry]):
         interval = _checks.check_seconds("check_interval", check_interval, allow_none=False)
         self.check_interval: float = interval or 0.0
         self.leak_timeout = _checks.check_seconds("leak_timeout", leak_timeout)
+        self._track_takers = self.leak_timeout is not None
         # How long a connection may sit idle and still be handed out unchecked.
         quiet = self.check_interval if self._check is not None else float("inf")
         self._quiet = quiet if self.max_idle is None else min(quiet, self.max_idle)
@@ -746,11 +750,12 @@ class BaseConnectionPool(Pool[_Entry]):
         entry.in_use = True
         entry.checkouts += 1
         entry.taken_at = now
-        if self.leak_timeout is None:
-            frame = sys._getframe(1)
-            entry.taken_where = (frame.f_code, frame.f_lasti)  # formatted only if needed
-        else:
-            self._note_taker(entry, now)
+        if self._track_takers:
+            if self.leak_timeout is None:
+                frame = sys._getframe(1)
+                entry.taken_where = (frame.f_code, frame.f_lasti)  # formatted only if needed
+            else:
+                self._note_taker(entry, now)
         return PooledConnectionWrapper(entry)
 
     def _note_taker(self, entry: _Entry, now: float) -> None:
@@ -1029,6 +1034,9 @@ class BaseConnectionPool(Pool[_Entry]):
                     continue
                 entry.in_use = False
                 self._orphan_count += 1
+                # Where connections are taken is recorded from the first orphan on: it
+                # costs a tenth of a checkout, and a leak in the code repeats.
+                self._track_takers = True
             log.warning(
                 "%s: connection #%d was garbage collected without being returned "
                 "(taken at %s); closing it",

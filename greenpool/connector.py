@@ -274,9 +274,9 @@ class _ConnectorPool(BaseConnectionPool):
             raise
         entry = conn._entry
         if entry is not None:
-            if self.leak_timeout is None:  # the one-line form points one frame too low
-                frame = sys._getframe(1)
-                entry.taken_where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
+            if self._track_takers and self.leak_timeout is None:
+                frame = sys._getframe(1)  # get() above recorded this frame: name the caller's
+                entry.taken_where = (frame.f_code, frame.f_lasti)
             if token is not None:
                 self._checkout_tokens[entry] = token
         return conn

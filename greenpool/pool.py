@@ -119,7 +119,7 @@ class Pool(Generic[T]):
     __slots__ = (
         "__dict__", "__weakref__", "hub", "name", "min_size", "max_size", "max_waiting",
         "order_as_stack", "free_items", "current_size", "_creating", "_waiters", "_lock",
-        "_clock", "_cooperative", "_file_idle", "_new_waiter", "_waiter_class",
+        "_clock", "_cooperative", "_file_idle", "_new_waiter", "_waiter_class", "_plain_wait",
         "_requests", "_waits", "_timeouts", "_created", "_create_failures",
     )
 
@@ -157,6 +157,8 @@ class Pool(Generic[T]):
         self.current_size = 0
         self._creating = 0
         self._waiters: Deque[Waiter] = deque()
+        # Subclasses that wait differently override _wait_for_event; others wait inline.
+        self._plain_wait = type(self)._wait_for_event is Pool._wait_for_event
         self._new_waiter = self.hub.waiter
         self._waiter_class = type(self._new_waiter())  # tells a queued waiter from an item
         self._lock = self.hub.lock()
@@ -232,9 +234,24 @@ class Pool(Generic[T]):
         if outcome is _CREATE:
             deadline = None if timeout is None else self._clock() + timeout
             return self._create_in_slot(deadline)
-        if type(outcome) is self._waiter_class:
-            return self._wait(outcome, timeout)
-        return outcome
+        if type(outcome) is not self._waiter_class:
+            return outcome
+        # Waited for in this frame, not in a helper: resuming a parked caller touches
+        # every frame on its stack, and with hundreds of callers taking turns those
+        # frames are no longer in the CPU's caches.
+        deadline = None
+        try:
+            if timeout is not None:
+                _checks.check_seconds("timeout", timeout)
+                deadline = self._clock() + timeout
+            if self._plain_wait and "_wait_for_event" not in self.__dict__:
+                outcome.wait(timeout)
+            else:
+                self._wait_for_event(outcome, timeout)
+        except BaseException:
+            self._abandon(outcome)
+            raise
+        return self._waited(outcome, timeout, deadline)
 
     def _checkout_locked(self) -> Any:
         """An idle item, :data:`_CREATE` (a slot reserved), or a queued waiter."""
@@ -262,16 +279,8 @@ class Pool(Generic[T]):
     def _first_waiter(self) -> None:
         """Hook: someone starts waiting in an empty queue (in a critical section)."""
 
-    def _wait(self, waiter: Waiter, timeout: Optional[float]) -> T:
-        deadline = None
-        try:
-            if timeout is not None:
-                _checks.check_seconds("timeout", timeout)
-                deadline = self._clock() + timeout
-            self._wait_for_event(waiter, timeout)
-        except BaseException:
-            self._abandon(waiter)
-            raise
+    def _waited(self, waiter: Waiter, timeout: Optional[float], deadline: Optional[float]) -> T:
+        """What a caller whose wait ended takes: the item, the right to create, or an error."""
         # Once set, the waiter's value moved on from _WAITING, and only this caller
         # changes it after that: a critical section is needed for a timeout only.
         value = waiter.value

@@ -15,6 +15,7 @@ from greenpool import (
     RawConnectionPool,
     TpooledConnectionPool,
 )
+from greenpool.connections import _where
 from greenpool.connector import DatabaseConnector, PoolKey, UnknownHost, split_host
 from tests.support.fakedb import make_fakedb
 from tests.support.tasks import Spawned, wait_until
@@ -363,8 +364,11 @@ def test_checkouts_remember_where_they_were_taken(hub):
     conn.close()
     connector.close()
     connector, _ = make(hub)
-    conn = connector.get("db1", "a").get()
-    assert conn._entry.taken_where.startswith(__file__)
+    pool = connector.get("db1", "a")
+    pool._track_takers = True  # as after a first garbage-collected checkout
+    conn = pool.get()
+    where = _where(conn._entry)
+    assert where.startswith(__file__) and "test_checkouts_remember_where" in where, where
     conn.close()
     connector.close()
 
