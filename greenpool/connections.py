@@ -31,7 +31,7 @@ from .health import resolve_check, socket_watch
 from .hubs import HubSpec, resolve_hub
 from .hubs.base import ThreadCallTimeout, original_lock
 from .pool import Pool, PoolStats
-from .proxy import PooledConnectionWrapper, ThreadProxy, _set_entry
+from .proxy import PooledConnectionWrapper, ThreadProxy, _new_wrapper, _set_entry
 from .proxy import detach as _detach
 from .sweeper import Sweeper
 
@@ -756,7 +756,9 @@ class BaseConnectionPool(Pool[_Entry]):
                 entry.taken_where = (frame.f_code, frame.f_lasti)  # formatted only if needed
             else:
                 self._note_taker(entry, now)
-        return PooledConnectionWrapper(entry)
+        wrapper = _new_wrapper(PooledConnectionWrapper)  # see _new_wrapper
+        _set_entry(wrapper, entry)
+        return wrapper
 
     def _note_taker(self, entry: _Entry, now: float) -> None:
         """Record the full stack of the checkout, for leak reports."""

@@ -171,6 +171,12 @@ class PooledConnectionWrapper(GenericConnectionWrapper):
 _set_entry = PooledConnectionWrapper._entry.__set__  # type: ignore[attr-defined]
 
 
+# The pool makes a wrapper on every checkout as _new_wrapper(PooledConnectionWrapper)
+# then _set_entry(): cheaper than calling the class, which runs __init__ as a
+# separate Python call from C.
+_new_wrapper = object.__new__
+
+
 def detach(wrapper: PooledConnectionWrapper) -> None:
     """Cut a wrapper from its entry: from now on it is returned (false, unusable)."""
     _set_entry(wrapper, None)
