@@ -944,15 +944,21 @@ class BaseConnectionPool(Pool[_Entry]):
         vetted_until = now + self._quiet
         expires_at = entry.expires_at
         entry.vetted_until = vetted_until if vetted_until < expires_at else expires_at
-        if self._cooperative and not self._waiters and self.current_size <= self.max_size:
-            self._file_idle(entry)  # Pool.put's fast path, inlined
-        elif self._waiters:
-            # To a waiter, not to the idle list; while callers wait, a sweep is due
-            # within ORPHAN_POLL anyway.
-            self._dispatch(entry)
-            return
+        # To the oldest waiter if any (while callers wait, a sweep is due within
+        # ORPHAN_POLL anyway), else to the idle list: Pool.put, inlined on green hubs.
+        if self._cooperative and self.current_size <= self.max_size:
+            waiters = self._waiters
+            if waiters:
+                waiter = waiters.popleft()
+                waiter.value = entry
+                waiter.set()
+                return
+            self._file_idle(entry)
         else:
+            handed = bool(self._waiters)
             self._dispatch(entry)
+            if handed:
+                return
         # Make sure a sweep comes by when this connection may expire, idle.
         due = now + self._idle_limit
         if due > expires_at:

@@ -158,6 +158,7 @@ class Pool(Generic[T]):
         self._creating = 0
         self._waiters: Deque[Waiter] = deque()
         # Subclasses that wait differently override _wait_for_event; others wait inline.
+        # (Whoever replaces _wait_for_event on an instance sets _plain_wait to False.)
         self._plain_wait = type(self)._wait_for_event is Pool._wait_for_event
         self._new_waiter = self.hub.waiter
         self._waiter_class = type(self._new_waiter())  # tells a queued waiter from an item
@@ -244,13 +245,16 @@ class Pool(Generic[T]):
             if timeout is not None:
                 _checks.check_seconds("timeout", timeout)
                 deadline = self._clock() + timeout
-            if self._plain_wait and "_wait_for_event" not in self.__dict__:
+            if self._plain_wait:
                 outcome.wait(timeout)
             else:
                 self._wait_for_event(outcome, timeout)
         except BaseException:
             self._abandon(outcome)
             raise
+        value = outcome.value
+        if type(value) is not _State:
+            return value  # handed an item: the common end of a wait
         return self._waited(outcome, timeout, deadline)
 
     def _checkout_locked(self) -> Any:
