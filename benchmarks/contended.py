@@ -1,6 +1,6 @@
 """Connection pools under contention on a real database: speed, waits and fairness.
 
-    .venv/bin/python benchmarks/contended.py            # every hub, both databases (~6 min)
+    .venv/bin/python benchmarks/contended.py            # every hub, both databases (~9 min)
     .venv/bin/python benchmarks/contended.py --quick    # green hubs, 4 contenders (~1 min)
     .venv/bin/python benchmarks/contended.py --hub gevent --db postgres --rounds 9
     .venv/bin/python benchmarks/contended.py --hub eventlet --only "greenpool Raw,FIFO"
@@ -780,19 +780,18 @@ def run_turn(c: Contender, ctx: Ctx, rec: Record, sqls: dict[str, str], kept: Ke
     rec.workers = built.workers
     ideal_built, ideal_runner = ideal
 
-    def window(which: Built, run: Runner, sql: str) -> Window:
+    def window(which: Built, run: Runner, sql: str,
+               warmup: float = args.warmup, seconds: float = args.window) -> Window:
         if ctx.db == "postgres":
             set_psycopg2_green(which.green)
-        return run.run_window(sql, args.warmup, args.window)
+        return run.run_window(sql, warmup, seconds)
 
     try:
         for kind, sql in sqls.items():
             # Settle both first: a new query, and a contender's new connections, run slow
             # for a moment (and the machine speeds up again after the idle sleep query).
             for which, run in ((built, runner), (ideal_built, ideal_runner)):
-                if ctx.db == "postgres":
-                    set_psycopg2_green(which.green)
-                run.run_window(sql, args.settle, 0.0)
+                window(which, run, sql, args.settle, 0.0)
             ideal_windows = [window(ideal_built, ideal_runner, sql)]
             windows = []
             for _ in range(args.pairs):
