@@ -31,7 +31,7 @@ from .health import resolve_check, socket_watch
 from .hubs import HubSpec, resolve_hub
 from .hubs.base import ThreadCallTimeout, original_lock
 from .pool import Pool, PoolStats
-from .proxy import PooledConnectionWrapper, ThreadProxy, _new_wrapper, _set_entry
+from .proxy import SOLE_HOLDER_REFS, PooledConnectionWrapper, ThreadProxy, new_wrapper, refcount
 from .proxy import detach as _detach
 from .sweeper import Sweeper
 
@@ -101,12 +101,13 @@ class _Entry:
         "watch",
         "taken_at",
         "taken_where",
-        "checkouts",
         "in_use",
         "generation",
         "revoked",
         "leak_reported",
         "pool",
+        "cell",
+        "spare",
     )
 
     def __init__(self, conn: Any, delegate: Any, serial: int, now: float, max_age: Any) -> None:
@@ -125,11 +126,14 @@ class _Entry:
         self.watch: Any = None
         self.taken_at = now
         self.taken_where: Any = ""
-        self.checkouts = 0
         self.in_use = False
         self.generation = 0
         self.revoked = False  # force-closed by close(timeout) while checked out
         self.leak_reported = False
+        # The cell of the wrapper last handed out, and that wrapper once it is back
+        # (kept for reuse; never held while checked out, or a dropped one would live on).
+        self.cell: Optional[list[Any]] = None
+        self.spare: Optional[PooledConnectionWrapper] = None
 
     def __repr__(self) -> str:
         return f"<connection #{self.serial}>"
@@ -265,7 +269,7 @@ class _Checkout:
 
     def __enter__(self) -> PooledConnectionWrapper:
         conn = self._conn = self._pool.get(self._timeout)
-        entry = conn._entry
+        entry = conn._cell[0]
         if type(entry.taken_where) is tuple:  # get() recorded this frame: name the caller's
             frame = sys._getframe(1)
             entry.taken_where = (frame.f_code, frame.f_lasti)
@@ -331,7 +335,8 @@ class BaseConnectionPool(Pool[_Entry]):
         "timeout", "max_idle", "max_age", "connect_timeout", "check_interval",
         "leak_timeout", "connect_args", "connect_kwargs", "target", "_module", "_connect_fn",
         "_cleanup", "_driver", "_driver_errors", "_backstop", "_check", "_quiet",
-        "_idle_limit", "_plain_return", "_closed", "_generation", "_suspect_before",
+        "_idle_limit", "_plain_return", "_green_open", "_idle_probe", "_idle_reading",
+        "_closed", "_generation", "_suspect_before",
         "_entries", "_serials", "_orphans", "_gate", "_sweeper", "_opened", "_closed_count",
         "_connect_failures", "_connect_timeouts", "_expired", "_lost", "_bad_returns",
         "_orphan_count", "_usage_time", "_wait_time", "_track_takers",
@@ -378,7 +383,7 @@ class BaseConnectionPool(Pool[_Entry]):
         self._cleanup = _checks.check_callable("cleanup", cleanup)
         if connect_kwargs is not None and not isinstance(connect_kwargs, dict):
             raise TypeError(f"connect_kwargs must be a dict, got {type(connect_kwargs).__name__}")
-        self._driver: Driver = driver_for(db_module)
+        self._use_driver(driver_for(db_module))
         self._driver_errors = _driver_errors(db_module)
         merged = dict(kwargs)
         if connect_kwargs:
@@ -414,20 +419,26 @@ class BaseConnectionPool(Pool[_Entry]):
         self._generation = 0
         self._suspect_before = float("-inf")
         self._idle_limit = _INF if self.max_idle is None else self.max_idle
-        # Returns that need no call beyond the driver's status look: the pool's cleanup
-        # is the rollback (skipped when no transaction is open) and idle reuse allowed.
-        self._plain_return = self.max_idle != 0 and self._cleanup in (None, cleanup_rollback)
+        hub = resolve_hub(hub)
+        # Returns that may take put()'s short path: on a green hub (no lock), with the
+        # pool's cleanup the rollback (skipped when no transaction is open), idle reuse
+        # allowed.  Checkouts that may take get()'s: on a green hub, pool open.
+        green = not hub.preemptive
+        self._plain_return = (
+            green and self.max_idle != 0 and self._cleanup in (None, cleanup_rollback)
+        )
+        self._green_open = green
         # Every live entry (made in create, dropped when closed): scanned for leaks and by
         # close(timeout), so that checkout and return need no bookkeeping of their own.
         self._entries: set[_Entry] = set()
         self._serials = 0
-        self._orphans: Deque[tuple[_Entry, int]] = deque()
+        # (entry, cell) of wrappers collected while checked out; see PooledConnectionWrapper.
+        self._orphans: Deque[tuple[_Entry, list[Any]]] = deque()
         self._opened = self._closed_count = self._connect_failures = 0
         self._connect_timeouts = self._expired = self._lost = self._bad_returns = 0
         self._orphan_count = 0
         self._usage_time = 0.0
         self._wait_time = 0.0  # in get() beyond the fast path: waiting, or connecting
-        hub = resolve_hub(hub)
         self._gate = ConnectGate(
             hub,
             f"{type(self).__name__} {name!r}" if name else type(self).__name__,
@@ -442,7 +453,10 @@ class BaseConnectionPool(Pool[_Entry]):
             name=name,
             max_waiting=max_waiting,
         )
-        self._schedule_sweep()
+
+    def _use_driver(self, driver: Driver) -> None:
+        self._driver = driver
+        self._idle_probe, self._idle_reading = driver.idle_probe()
 
     def _create_item(self, deadline: Optional[float]) -> _Entry:
         gate = self._gate
@@ -552,7 +566,7 @@ class BaseConnectionPool(Pool[_Entry]):
             self._opened += 1
             serial = self._serials
         if self._module is None and self._driver_errors is _ANY_ERROR:
-            self._driver = driver_for(conn)
+            self._use_driver(driver_for(conn))
             self._driver_errors = _driver_errors(sys.modules.get(type(conn).__module__))
         entry = _Entry(conn, self._delegate(conn), serial, now, self.max_age)
         entry.generation = generation
@@ -565,6 +579,7 @@ class BaseConnectionPool(Pool[_Entry]):
         entry.pool = self
         self._entries.add(entry)
         log.debug("%s: opened connection #%d to %s", self._label(), serial, self.target)
+        self._schedule_sweep()
         return entry
 
     def _close_late(self, conn: Any) -> None:
@@ -612,19 +627,35 @@ class BaseConnectionPool(Pool[_Entry]):
             and self.current_size > self.min_size
         )
 
-    def _deadline(self, entry: _Entry) -> float:
+    def _deadline(self, entry: _Entry, idle_since: float) -> float:
+        """When ``entry``, idle from ``idle_since`` on, may expire."""
         max_idle = self.max_idle
         if max_idle is None or self.current_size <= self.min_size:
             return entry.expires_at
-        return min(entry.expires_at, entry.last_used + max_idle)
+        return min(entry.expires_at, idle_since + max_idle)
+
+    def _next_sweep(self, now: float) -> float:
+        """The earliest time a connection may expire idle, counting every connection
+        not idle now (in use, being opened or closed) as if it went idle at ``now``.
+
+        A connection returned later can only expire later than that, so put()
+        never has to bring the sweep forward; the sweeper wakes at most once
+        per ``max_idle`` while connections are in use, and sleeps on otherwise.
+        Opening a connection may make idle ones expirable (above ``min_size``):
+        create() reschedules.
+        """
+        with self._lock:
+            idle = set(self.free_items)
+            return min(
+                (self._deadline(entry, entry.last_used if entry in idle else now)
+                 for entry in self._entries),
+                default=_INF,
+            )
 
     def _schedule_sweep(self) -> None:
-        with self._lock:
-            deadlines = [self._deadline(e) for e in self.free_items]
-        if deadlines:
-            soonest = min(deadlines)
-            if soonest != float("inf"):
-                self._sweeper.schedule(soonest)
+        soonest = self._next_sweep(self._clock())
+        if soonest != _INF:
+            self._sweeper.schedule(soonest)
 
     def _sweep(self) -> Optional[float]:
         """Close idle connections past max_idle/max_age, report leaks; the next deadline.
@@ -649,11 +680,11 @@ class BaseConnectionPool(Pool[_Entry]):
                 self.free_items.clear()
                 self.free_items.extend(keep)
                 self._expired += len(expired)
-            deadlines = [self._deadline(e) for e in keep]
             missing = self.min_size - self.current_size
         for entry in expired:
             self._retire(entry)
             log.debug("%s: connection #%d expired", self._label(), entry.serial)
+        deadlines = [self._next_sweep(now)]
         if self.leak_timeout is not None:
             deadlines.extend(self._report_leaks(now, self.leak_timeout))
         if self._waiters:
@@ -699,7 +730,6 @@ class BaseConnectionPool(Pool[_Entry]):
                 self._discard(entry, "pool closed")
                 return
             self._dispatch(entry)
-        self._schedule_sweep()
 
     # -- checkout ------------------------------------------------------------------------
 
@@ -716,7 +746,7 @@ class BaseConnectionPool(Pool[_Entry]):
         :meth:`close`.
         """
         free = self.free_items
-        if free and self._cooperative and not self._closed and not self._orphans:
+        if free and self._green_open and not self._orphans:
             # Fast path, Pool.get inlined: on a green hub nothing else runs meanwhile.
             self._requests += 1
             entry = free.popleft()
@@ -732,6 +762,7 @@ class BaseConnectionPool(Pool[_Entry]):
             entry = Pool.get(self, timeout)  # waits for a connection, or opens one
             now = self._clock()
             self._wait_time += now - started
+            self._refuse_if_closed(entry)
         # One comparison decides whether the connection needs a closer look; the
         # socket test (one poll() call) is made even within check_interval, unless
         # the connection came straight from another caller.
@@ -744,11 +775,8 @@ class BaseConnectionPool(Pool[_Entry]):
             if timeout is _MISSING:
                 timeout = self.timeout
             entry, now = self._vetted(entry, now, timeout, started)
-        if self._closed:  # closed while this caller waited, connected or checked
-            self._discard(entry, "pool closed")
-            raise PoolClosed(f"{self._label()} was closed during get()")
+            self._refuse_if_closed(entry)
         entry.in_use = True
-        entry.checkouts += 1
         entry.taken_at = now
         if self._track_takers:
             if self.leak_timeout is None:
@@ -756,9 +784,24 @@ class BaseConnectionPool(Pool[_Entry]):
                 entry.taken_where = (frame.f_code, frame.f_lasti)  # formatted only if needed
             else:
                 self._note_taker(entry, now)
-        wrapper = _new_wrapper(PooledConnectionWrapper)  # see _new_wrapper
-        _set_entry(wrapper, entry)
-        return wrapper
+        # The wrapper handed out last time, unless anybody still holds it (then it stays
+        # returned for good): see SOLE_HOLDER_REFS.
+        wrapper = entry.spare
+        if (
+            wrapper is not None
+            and refcount(wrapper) == SOLE_HOLDER_REFS
+            and wrapper.__weakref__ is None
+        ):
+            entry.spare = None
+            entry.cell[0] = entry  # type: ignore[index]
+            return wrapper
+        return new_wrapper(entry)
+
+    def _refuse_if_closed(self, entry: _Entry) -> None:
+        """After get() waited, connected or checked: the pool may have been closed."""
+        if self._closed:
+            self._discard(entry, "pool closed")
+            raise PoolClosed(f"{self._label()} was closed during get()")
 
     def _note_taker(self, entry: _Entry, now: float) -> None:
         """Record the full stack of the checkout, for leak reports."""
@@ -802,8 +845,8 @@ class BaseConnectionPool(Pool[_Entry]):
         ``timeout`` counts from ``started``, the start of the caller's get().
         """
         while True:
-            if entry.checkouts == 0:
-                return entry, now  # just opened: its connect was the test
+            if entry.cell is None:
+                return entry, now  # never handed out: its connect was the test
             try:
                 problem = self._checkout_problem(entry, now)
             except BaseException:
@@ -904,67 +947,73 @@ class BaseConnectionPool(Pool[_Entry]):
         :class:`~greenpool.errors.ForeignConnection`, changing nothing, for a
         connection this pool did not hand out or that was already returned.
         """
-        entry = conn._entry if type(conn) is PooledConnectionWrapper else None
-        if entry is not None and entry.in_use and entry.pool is self and self._cooperative:
-            # _take_back's checks, without the lock a green hub does not need.
-            _set_entry(conn, None)  # the wrapper is returned: false and unusable
+        try:
+            # The common return, taken whole or not at all: a wrapper of this pool still
+            # checked out (anything else fails here), on a green hub (no lock), with the
+            # pool's own cleanup (the rollback), within the connection's quiet interval
+            # (so not too old, and no drain or close since), the driver sure that no
+            # transaction is open, and the pool not shrinking (resize).
+            cell = conn._cell
+            entry = cell[0]
+            common = (
+                entry.pool is self
+                and entry.in_use
+                and cleanup is _MISSING
+                and self._plain_return
+                and (now := self._clock()) < entry.vetted_until
+                and self._idle_probe(entry.conn) == self._idle_reading
+                and self.current_size <= self.max_size
+            )
+        except Exception:
+            # None, a returned or foreign connection, or a probe that failed:
+            # _return_checked() sorts it out.
+            common = False
+        if common:
+            cell[0] = None  # the wrapper is returned: false and unusable
             entry.in_use = False
-        elif conn is None:
-            self._put_none()
-            return
-        else:
-            entry = self._take_back(conn)
-            if entry is None:
-                return
-        now = self._clock()
-        self._usage_time += now - entry.taken_at
-        if not (
-            # The common return: the pool's own cleanup, a connection within its quiet
-            # interval (so not too old, and no drain or close since), and the driver
-            # sure that no transaction is open.
-            cleanup is _MISSING
-            and self._plain_return
-            and now < entry.vetted_until
-            and self._driver.return_state(entry.conn) is _IDLE
-        ):
-            try:
-                reason = self._check_return(entry, now, cleanup)
-            except BaseException:
-                # Interrupted (timeout, kill) during cleanup: the connection's state is
-                # unknown, so it is closed; the slot is never leaked.
-                self._discard(entry, "interrupted during cleanup", lost=True)
-                raise
-            if reason is None and self._closed:
-                reason = "pool closed"  # closed while the cleanup ran
-            if reason is not None:
-                self._discard(entry, reason, lost=reason in _LOST_REASONS)
-                return
-        # _touch(), inlined: this is the path of every return.
-        entry.last_used = now
-        vetted_until = now + self._quiet
-        expires_at = entry.expires_at
-        entry.vetted_until = vetted_until if vetted_until < expires_at else expires_at
-        # To the oldest waiter if any (while callers wait, a sweep is due within
-        # ORPHAN_POLL anyway), else to the idle list: Pool.put, inlined on green hubs.
-        if self._cooperative and self.current_size <= self.max_size:
+            entry.spare = conn
+            self._usage_time += now - entry.taken_at
+            # _touch(), inlined: this is the path of nearly every return.
+            entry.last_used = now
+            vetted_until = now + self._quiet
+            expires_at = entry.expires_at
+            entry.vetted_until = vetted_until if vetted_until < expires_at else expires_at
+            # To the oldest waiter if any, else to the idle list: Pool.put, inlined.
+            # (The sweeper needs no word: see _next_sweep.)
             waiters = self._waiters
             if waiters:
                 waiter = waiters.popleft()
                 waiter.value = entry
                 waiter.set()
-                return
-            self._file_idle(entry)
+            else:
+                self._file_idle(entry)
+            return
+        if conn is None:
+            self._put_none()
         else:
-            handed = bool(self._waiters)
-            self._dispatch(entry)
-            if handed:
-                return
-        # Make sure a sweep comes by when this connection may expire, idle.
-        due = now + self._idle_limit
-        if due > expires_at:
-            due = expires_at
-        if due < self._sweeper.next_run:
-            self._sweeper.schedule(due)
+            self._return_checked(conn, cleanup)
+
+    def _return_checked(self, conn: Any, cleanup: Any) -> None:
+        """put() beyond the common case: validated under the lock, cleaned up, checked."""
+        entry = self._take_back(conn)
+        if entry is None:
+            return
+        now = self._clock()
+        self._usage_time += now - entry.taken_at
+        try:
+            reason = self._check_return(entry, now, cleanup)
+        except BaseException:
+            # Interrupted (timeout, kill) during cleanup: the connection's state is
+            # unknown, so it is closed; the slot is never leaked.
+            self._discard(entry, "interrupted during cleanup", lost=True)
+            raise
+        if reason is None and self._closed:
+            reason = "pool closed"  # closed while the cleanup ran
+        if reason is not None:
+            self._discard(entry, reason, lost=reason in _LOST_REASONS)
+            return
+        self._touch(entry, now)
+        self._dispatch(entry)
 
     def _take_back(self, conn: Any) -> Optional[_Entry]:
         """Detach a wrapper from its checkout and validate ownership.
@@ -990,6 +1039,7 @@ class BaseConnectionPool(Pool[_Entry]):
             if entry.revoked:
                 return None
             entry.in_use = False
+            entry.spare = conn
             return entry
 
     def _check_return(self, entry: _Entry, now: float, cleanup: Any) -> Optional[str]:
@@ -1034,12 +1084,12 @@ class BaseConnectionPool(Pool[_Entry]):
         """Reclaim connections whose wrappers were garbage collected while checked out."""
         while self._orphans:
             try:
-                entry, checkout = self._orphans.popleft()
+                entry, cell = self._orphans.popleft()
             except IndexError:
                 return
             with self._lock:
-                if not entry.in_use or entry.checkouts != checkout:
-                    continue
+                if not entry.in_use or entry.cell is not cell:
+                    continue  # returned or revoked since (a wrapper's cell is its own)
                 entry.in_use = False
                 self._orphan_count += 1
                 # Where connections are taken is recorded from the first orphan on: it
@@ -1078,6 +1128,7 @@ class BaseConnectionPool(Pool[_Entry]):
         """
         timeout = _checks.check_seconds("timeout", timeout)
         self._closed = True
+        self._green_open = False
         self._revet_all()  # no return takes the fast path any more
         self._sweeper.stop()
         self._close_waiters()

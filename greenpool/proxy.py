@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import sys
 import types
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -103,7 +104,7 @@ class _Forwarded:
     def __get__(self, wrapper: Any, owner: Optional[type] = None) -> Any:
         if wrapper is None:
             return self
-        entry = wrapper._entry
+        entry = wrapper._cell[0]
         return getattr(_RETURNED if entry is None else entry.delegate, self.name)
 
 
@@ -115,71 +116,118 @@ class PooledConnectionWrapper(GenericConnectionWrapper):
     unknown) and a warning names where it was taken.  That happens in the
     pool's next operation, never inside the garbage collector.
 
-    Made once per checkout, so it is kept small: one slot, the pool's entry
-    (None once returned); the connection and the pool are reached through it.
+    The wrapper's one slot is its *cell*, a one-item list holding the pool's
+    entry while the connection is checked out and None once it is returned.
+    A returned wrapper that nobody references any more is handed out again
+    by the next checkout of the same connection (see :data:`SOLE_HOLDER_REFS`):
+    making a wrapper, cutting it loose and collecting it cost a fifth of an
+    uncontended checkout and return.  One that somebody still holds, even
+    weakly, is never reused, so it stays returned for good.
     """
 
-    __slots__ = ("_entry", "__weakref__")
+    __slots__ = ("_cell", "__weakref__")
 
     cursor = _Forwarded()
     commit = _Forwarded()
     rollback = _Forwarded()
 
     def __init__(self, entry: _Entry) -> None:
-        _set_entry(self, entry)
+        _set_cell(self, [entry])
+
+    @property
+    def _entry(self) -> Optional[_Entry]:
+        """The pool's entry while checked out, None once returned."""
+        return self._cell[0]
 
     @property
     def _base(self) -> Any:
-        entry = self._entry
+        entry = self._cell[0]
         return _RETURNED if entry is None else entry.delegate
 
     @property
     def _pool(self) -> Optional[BaseConnectionPool]:
-        entry = self._entry
+        entry = self._cell[0]
         return None if entry is None else entry.pool
 
     def __getattr__(self, name: str) -> Any:
-        entry = self._entry
+        entry = self._cell[0]
         if entry is None:
             return getattr(_RETURNED, name)
         return getattr(entry.delegate, name)
 
     def close(self) -> None:
         """Return the connection to its pool (a no-op if already returned)."""
-        entry = self._entry
+        entry = self._cell[0]
         if entry is not None:
             entry.pool.put(self)
 
     def __bool__(self) -> bool:
-        return self._entry is not None
+        return self._cell[0] is not None
 
     def __del__(self) -> None:
         # Only a deque append here: no I/O, no locks, safe inside the garbage collector.
-        entry = self._entry
+        cell = self._cell
+        entry = cell[0]
         if entry is not None:
-            entry.pool._orphans.append((entry, entry.checkouts))
+            entry.pool._orphans.append((entry, cell))
 
     def __repr__(self) -> str:
-        entry = self._entry
+        entry = self._cell[0]
         if entry is None:
             return "<PooledConnectionWrapper returned>"
         return f"<PooledConnectionWrapper {entry.delegate!r} from {entry.pool!r}>"
 
 
 # The slot's own setter: __setattr__ is delegated to the connection, and this is
-# several times cheaper than object.__setattr__ on the checkout path.
-_set_entry = PooledConnectionWrapper._entry.__set__  # type: ignore[attr-defined]
+# several times cheaper than object.__setattr__.
+_set_cell = PooledConnectionWrapper._cell.__set__  # type: ignore[attr-defined]
 
 
-# The pool makes a wrapper on every checkout as _new_wrapper(PooledConnectionWrapper)
-# then _set_entry(): cheaper than calling the class, which runs __init__ as a
-# separate Python call from C.
-_new_wrapper = object.__new__
+def new_wrapper(entry: _Entry) -> PooledConnectionWrapper:
+    """A new wrapper for a checkout of ``entry``; its cell becomes ``entry.cell``.
+
+    Made as ``object.__new__`` and the slot setter: calling the class runs
+    ``__init__`` as a separate Python call.
+    """
+    wrapper = object.__new__(PooledConnectionWrapper)
+    cell = entry.cell = [entry]
+    _set_cell(wrapper, cell)
+    return wrapper
 
 
 def detach(wrapper: PooledConnectionWrapper) -> None:
     """Cut a wrapper from its entry: from now on it is returned (false, unusable)."""
-    _set_entry(wrapper, None)
+    wrapper._cell[0] = None
+
+
+class _SpareHolder:
+    __slots__ = ("spare",)
+
+    def __init__(self) -> None:
+        self.spare: Any = None
+
+
+def _references_of_sole_holder() -> int:
+    """What :data:`refcount` reads, at the checkout site, for a spare wrapper that
+    only its entry holds: measured in the same code shape, so that the
+    interpreter's own references (the local, the argument) count alike on every
+    Python version."""
+    holder = _SpareHolder()
+    holder.spare = object()
+    wrapper = holder.spare
+    return refcount(wrapper)
+
+
+def _no_refcount(obj: Any) -> int:
+    return -2
+
+
+#: ``sys.getrefcount`` where the interpreter has it; elsewhere no wrapper is reused.
+refcount: Callable[[Any], int] = getattr(sys, "getrefcount", _no_refcount)
+#: The reading of :data:`refcount` for a spare wrapper that only its entry holds:
+#: the checkout reuses the spare when ``refcount(spare)`` equals it and no weak
+#: reference to it exists.
+SOLE_HOLDER_REFS = _references_of_sole_holder() if refcount is not _no_refcount else -1
 
 
 def _wants_proxy(value: Any) -> bool:

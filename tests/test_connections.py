@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import weakref
 
 import pytest
 
@@ -83,6 +84,66 @@ def test_returned_wrapper_is_false_and_unusable(make_pool):
     conn.close()  # a second close is a no-op, like DB-API close on a closed cursor
 
 
+def _spare_id(pool):
+    """id() of the returned wrapper kept by the pool's only connection (the entry holds
+    it, so the id cannot be recycled while the test looks)."""
+    (entry,) = pool._entries
+    assert entry.spare is not None
+    return id(entry.spare)
+
+
+def test_a_wrapper_nobody_holds_is_handed_out_again(make_pool):
+    pool = make_pool(max_size=1)
+    pool.put(pool.get())
+    spare = _spare_id(pool)
+    conn = pool.get()
+    assert id(conn) == spare and conn and conn.cursor()
+    conn.close()
+
+
+def test_a_wrapper_still_held_stays_returned_for_good(make_pool):
+    pool = make_pool(max_size=1)
+    old = pool.get()
+    pool.put(old)
+    new = pool.get()  # the same connection, while the caller still holds ``old``
+    assert new is not old and new and not old
+    with pytest.raises(ConnectionReturned):
+        old.cursor()
+    with pytest.raises(ForeignConnection):
+        pool.put(old)
+    assert new  # the failed put changed nothing
+    pool.put(new)
+
+
+def test_a_weakly_referenced_wrapper_is_never_reused(make_pool):
+    pool = make_pool(max_size=1)
+    conn = pool.get()
+    ref = weakref.ref(conn)
+    pool.put(conn)
+    del conn
+    new = pool.get()
+    assert ref() is not new and ref() is not None and not ref()
+    with pytest.raises(ConnectionReturned):
+        ref().cursor()
+    pool.put(new)
+
+
+def test_a_reused_wrapper_dropped_while_checked_out_frees_its_slot(make_pool, db, hub):
+    pool = make_pool(max_size=1)
+    pool.put(pool.get())
+    spare = _spare_id(pool)
+
+    def leak():
+        conn = pool.get()
+        assert id(conn) == spare  # the reused wrapper, dropped on the floor
+
+    leak()
+    gc.collect()
+    with pool.item(timeout=2) as conn:
+        assert conn.id == 2
+    assert db.connections[0].closed and pool.stats().orphans == 1
+
+
 def test_put_twice_or_foreign_raises_and_changes_nothing(make_pool, db):
     pool = make_pool()
     other = make_pool()
@@ -155,6 +216,34 @@ def test_max_idle_sweeper_closes_idle_connections(make_pool, db, hub):
     assert pool.current_size == 3
     wait_until(hub, lambda: pool.current_size == 0 and db.closes == 3, timeout=3)
     assert pool.stats().expired == 3
+
+
+def test_sweep_is_due_no_later_than_any_return_could_need(make_pool, db, hub):
+    """put() never schedules: while a connection is out, the sweep is due no later than
+    max_idle from the last sweep, so one returned later expires on time."""
+    pool = make_pool(max_size=2, max_idle=0.3, max_age=None)
+    conn = pool.get()
+    opened = hub.monotonic()
+    assert pool._sweeper.next_run <= opened + 0.3
+    hub.sleep(0.15)
+    pool.put(conn)
+    returned = hub.monotonic()
+    assert pool._sweeper.next_run <= returned + 0.3
+    wait_until(hub, lambda: pool.current_size == 0, timeout=3)
+    closed = hub.monotonic()
+    assert returned + 0.3 <= closed + 0.02 and closed < returned + 1.0
+    assert pool.stats().expired == 1 and pool._sweeper.next_run == float("inf")
+
+
+def test_idle_expiry_returns_once_the_pool_grows_past_min_size(make_pool, db, hub):
+    pool = make_pool(min_size=1, max_size=2, max_idle=0.1, max_age=None)
+    assert pool._sweeper.next_run == float("inf")  # min_size connections never idle out
+    a = pool.get()
+    b = pool.get()  # opens a second connection: idle expiry is possible again
+    pool.put(a)
+    pool.put(b)
+    wait_until(hub, lambda: pool.current_size == 1, timeout=3)
+    assert pool.stats().expired == 1
 
 
 def test_max_age_closes_on_return_and_never_hands_out_expired(make_pool, db, hub):

@@ -248,6 +248,35 @@ def test_sqlite_through_the_tpooled_pool(hub, tmp_path):
     pool.close()
 
 
+def test_sqlite_return_state_closed_dirty_and_idle(hub, tmp_path, pool_cls):
+    import sqlite3
+
+    pool = pool_cls(sqlite3, 0, 1, hub=hub, check_same_thread=False,
+                    database=str(tmp_path / "s.db"))
+    with pool.item() as conn:
+        conn.execute("CREATE TABLE t (x INTEGER)")
+        conn.commit()
+    with pool.item() as conn:
+        conn.execute("INSERT INTO t VALUES (1)")  # open transaction: rolled back on return
+    with pool.item() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM t").fetchone() == (0,)
+        conn._entry.conn.close()  # closed under the pool's feet: discarded on return
+    stats = pool.stats()
+    assert (stats.opened, stats.closed, stats.size) == (1, 1, 0)
+    with pool.item() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM t").fetchone() == (0,)
+    pool.close()
+
+
+def test_connection_closed_under_the_pool_is_discarded_on_return(pool, backend):
+    with pool.item() as conn:
+        conn._entry.conn.close()
+    stats = pool.stats()
+    assert stats.closed == 1 and stats.size == 0
+    with pool.item() as conn:
+        assert _scalar(conn, "SELECT 1") == 1
+
+
 @pytest.mark.parametrize("check", ["ping", "SELECT 1"])
 def test_health_check_leaves_no_transaction_open(backend, hub, check):
     pool = RawConnectionPool(backend.module, hub=hub, check=check, check_interval=0,
