@@ -31,7 +31,14 @@ from .health import resolve_check, socket_watch
 from .hubs import HubSpec, resolve_hub
 from .hubs.base import ThreadCallTimeout, original_lock
 from .pool import Pool, PoolStats
-from .proxy import SOLE_HOLDER_REFS, PooledConnectionWrapper, ThreadProxy, new_wrapper, refcount
+from .proxy import (
+    SOLE_HOLDER_REFS,
+    PooledConnectionWrapper,
+    ThreadProxy,
+    _new_wrapper,
+    _set_cell,
+    refcount,
+)
 from .proxy import detach as _detach
 from .sweeper import Sweeper
 
@@ -762,7 +769,8 @@ class BaseConnectionPool(Pool[_Entry]):
             entry = Pool.get(self, timeout)  # waits for a connection, or opens one
             now = self._clock()
             self._wait_time += now - started
-            self._refuse_if_closed(entry)
+            if self._closed:  # while this caller waited or connected
+                self._refuse(entry)
         # One comparison decides whether the connection needs a closer look; the
         # socket test (one poll() call) is made even within check_interval, unless
         # the connection came straight from another caller.
@@ -775,7 +783,8 @@ class BaseConnectionPool(Pool[_Entry]):
             if timeout is _MISSING:
                 timeout = self.timeout
             entry, now = self._vetted(entry, now, timeout, started)
-            self._refuse_if_closed(entry)
+            if self._closed:  # during the health check
+                self._refuse(entry)
         entry.in_use = True
         entry.taken_at = now
         if self._track_takers:
@@ -795,13 +804,15 @@ class BaseConnectionPool(Pool[_Entry]):
             entry.spare = None
             entry.cell[0] = entry  # type: ignore[index]
             return wrapper
-        return new_wrapper(entry)
+        wrapper = _new_wrapper(PooledConnectionWrapper)  # see _new_wrapper
+        cell = entry.cell = [entry]
+        _set_cell(wrapper, cell)
+        return wrapper
 
-    def _refuse_if_closed(self, entry: _Entry) -> None:
-        """After get() waited, connected or checked: the pool may have been closed."""
-        if self._closed:
-            self._discard(entry, "pool closed")
-            raise PoolClosed(f"{self._label()} was closed during get()")
+    def _refuse(self, entry: _Entry) -> None:
+        """The pool was closed while get() waited, connected or checked ``entry``."""
+        self._discard(entry, "pool closed")
+        raise PoolClosed(f"{self._label()} was closed during get()")
 
     def _note_taker(self, entry: _Entry, now: float) -> None:
         """Record the full stack of the checkout, for leak reports."""

@@ -183,16 +183,9 @@ class PooledConnectionWrapper(GenericConnectionWrapper):
 _set_cell = PooledConnectionWrapper._cell.__set__  # type: ignore[attr-defined]
 
 
-def new_wrapper(entry: _Entry) -> PooledConnectionWrapper:
-    """A new wrapper for a checkout of ``entry``; its cell becomes ``entry.cell``.
-
-    Made as ``object.__new__`` and the slot setter: calling the class runs
-    ``__init__`` as a separate Python call.
-    """
-    wrapper = object.__new__(PooledConnectionWrapper)
-    cell = entry.cell = [entry]
-    _set_cell(wrapper, cell)
-    return wrapper
+# The pool makes a wrapper as _new_wrapper(PooledConnectionWrapper), then _set_cell():
+# cheaper than calling the class, which runs __init__ as a separate Python call.
+_new_wrapper = object.__new__
 
 
 def detach(wrapper: PooledConnectionWrapper) -> None:
