@@ -264,27 +264,32 @@ def _line_at(code: types.CodeType, offset: int) -> Optional[int]:
 
 class _Checkout:
     """The context manager of :meth:`BaseConnectionPool.item` (a class: it is on
-    the hot path, and a generator-based one costs several times more)."""
+    the hot path, and a generator-based one costs several times more).
+
+    Made by ``item()`` without an ``__init__`` call, which would cost a quarter
+    of the rest; ``_conn`` is set by ``__enter__``.
+    """
 
     __slots__ = ("_pool", "_timeout", "_cleanup", "_conn")
 
-    def __init__(self, pool: BaseConnectionPool, timeout: Any, cleanup: Any) -> None:
-        self._pool = pool
-        self._timeout = timeout
-        self._cleanup = cleanup
-        self._conn: Optional[PooledConnectionWrapper] = None
+    _pool: BaseConnectionPool
+    _timeout: Any
+    _cleanup: Any
+    _conn: Any  # the wrapper, between __enter__ and __exit__
 
     def __enter__(self) -> PooledConnectionWrapper:
-        conn = self._conn = self._pool.get(self._timeout)
-        entry = conn._cell[0]
-        if type(entry.taken_where) is tuple:  # get() recorded this frame: name the caller's
+        pool = self._pool
+        conn = self._conn = pool.get(self._timeout)
+        if pool._track_takers and pool.leak_timeout is None:
+            # get() recorded this frame as where the connection was taken: name the caller's.
             frame = sys._getframe(1)
-            entry.taken_where = (frame.f_code, frame.f_lasti)
+            conn._cell[0].taken_where = (frame.f_code, frame.f_lasti)
         return conn
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        conn, self._conn = self._conn, None
-        if conn:  # the block may have given it back itself
+        conn = self._conn
+        self._conn = None
+        if conn._cell[0] is not None:  # unless given back in the block
             if exc_type is None:
                 self._pool.put(conn, self._cleanup)
             else:
@@ -929,7 +934,11 @@ class BaseConnectionPool(Pool[_Entry]):
         ``BaseException`` (the connection may be mid-query), the connection is
         closed instead of reused.
         """
-        return _Checkout(self, timeout, cleanup)
+        checkout = _Checkout()
+        checkout._pool = self
+        checkout._timeout = timeout
+        checkout._cleanup = cleanup
+        return checkout
 
     def _return_after_error(self, conn: PooledConnectionWrapper, exc: BaseException,
                             cleanup: Any) -> None:
