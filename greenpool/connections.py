@@ -102,6 +102,7 @@ class _Entry:
         "serial",
         "created_at",
         "expires_at",
+        "quiet_cutoff",
         "last_used",
         "vetted_until",
         "fd",
@@ -117,7 +118,9 @@ class _Entry:
         "spare",
     )
 
-    def __init__(self, conn: Any, delegate: Any, serial: int, now: float, max_age: Any) -> None:
+    def __init__(
+        self, conn: Any, delegate: Any, serial: int, now: float, max_age: Any, quiet: float
+    ) -> None:
         self.pool: Any = None
         self.conn = conn
         self.delegate = delegate
@@ -127,6 +130,10 @@ class _Entry:
             self.expires_at = float("inf")
         else:
             self.expires_at = now + max_age * (1.0 - AGE_JITTER * random.random())
+        # Vetted at t, the connection needs no closer look until min(t + quiet,
+        # expires_at): t + quiet while t < quiet_cutoff.  (inf - inf is nan, never
+        # greater than t: then expires_at, infinite too.)
+        self.quiet_cutoff = self.expires_at - quiet
         self.last_used = now
         self.vetted_until = now
         self.fd: Optional[int] = None
@@ -580,7 +587,7 @@ class BaseConnectionPool(Pool[_Entry]):
         if self._module is None and self._driver_errors is _ANY_ERROR:
             self._use_driver(driver_for(conn))
             self._driver_errors = _driver_errors(sys.modules.get(type(conn).__module__))
-        entry = _Entry(conn, self._delegate(conn), serial, now, self.max_age)
+        entry = _Entry(conn, self._delegate(conn), serial, now, self.max_age, self._quiet)
         entry.generation = generation
         self._touch(entry, now)
         if generation != self._generation or suspect_before != self._suspect_before:
@@ -829,9 +836,7 @@ class BaseConnectionPool(Pool[_Entry]):
         """The connection was known good at ``now``: no closer look until the quiet
         interval has passed (or its age runs out), unless :meth:`_revet_all`."""
         entry.last_used = now
-        vetted_until = now + self._quiet
-        expires_at = entry.expires_at
-        entry.vetted_until = vetted_until if vetted_until < expires_at else expires_at
+        entry.vetted_until = now + self._quiet if now < entry.quiet_cutoff else entry.expires_at
 
     def _suspect_older(self, now: float) -> None:
         """A connection was found dead: every one last vetted before ``now`` is suspect."""
@@ -995,9 +1000,7 @@ class BaseConnectionPool(Pool[_Entry]):
             self._usage_time += now - entry.taken_at
             # _touch(), inlined: this is the path of nearly every return.
             entry.last_used = now
-            vetted_until = now + self._quiet
-            expires_at = entry.expires_at
-            entry.vetted_until = vetted_until if vetted_until < expires_at else expires_at
+            entry.vetted_until = now + self._quiet if now < entry.quiet_cutoff else entry.expires_at
             # To the oldest waiter if any, else to the idle list: Pool.put, inlined.
             # (The sweeper needs no word: see _next_sweep.)
             waiters = self._waiters
