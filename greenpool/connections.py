@@ -22,6 +22,7 @@ import types
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Deque, Optional
+from weakref import getweakrefcount
 
 from . import _checks
 from .backoff import ConnectGate
@@ -439,14 +440,8 @@ class BaseConnectionPool(Pool[_Entry]):
         self._suspect_before = float("-inf")
         self._idle_limit = _INF if self.max_idle is None else self.max_idle
         hub = resolve_hub(hub)
-        # Returns that may take put()'s short path: on a green hub (no lock), with the
-        # pool's cleanup the rollback (skipped when no transaction is open), idle reuse
-        # allowed.  Checkouts that may take get()'s: on a green hub, pool open.
-        green = not hub.preemptive
-        self._plain_return = (
-            green and self.max_idle != 0 and self._cleanup in (None, cleanup_rollback)
-        )
-        self._green_open = green
+        # Checkouts that may take get()'s short path: on a green hub, pool open.
+        self._green_open = not hub.preemptive
         # Every live entry (made in create, dropped when closed): scanned for leaks and by
         # close(timeout), so that checkout and return need no bookkeeping of their own.
         self._entries: set[_Entry] = set()
@@ -472,6 +467,25 @@ class BaseConnectionPool(Pool[_Entry]):
             name=name,
             max_waiting=max_waiting,
         )
+        self._plain_return = self._returns_plainly()
+
+    def _returns_plainly(self) -> bool:
+        """Whether returns may take put()'s short path: on a green hub (no lock), with
+        the pool's cleanup the rollback (skipped when no transaction is open), idle
+        reuse allowed, and the pool not above its size (resize)."""
+        return (
+            self._cooperative
+            and self.max_idle != 0
+            and self._cleanup in (None, cleanup_rollback)
+            and self.current_size <= self.max_size
+        )
+
+    def resize(self, new_size: int) -> None:
+        self._plain_return = False  # returns meanwhile retire surplus connections
+        try:
+            super().resize(new_size)
+        finally:
+            self._plain_return = self._returns_plainly()
 
     def _use_driver(self, driver: Driver) -> None:
         self._driver = driver
@@ -811,7 +825,7 @@ class BaseConnectionPool(Pool[_Entry]):
         if (
             wrapper is not None
             and refcount(wrapper) == SOLE_HOLDER_REFS
-            and wrapper.__weakref__ is None
+            and getweakrefcount(wrapper) == 0
         ):
             entry.spare = None
             entry.cell[0] = entry  # type: ignore[index]
@@ -974,10 +988,10 @@ class BaseConnectionPool(Pool[_Entry]):
         """
         try:
             # The common return, taken whole or not at all: a wrapper of this pool still
-            # checked out (anything else fails here), on a green hub (no lock), with the
-            # pool's own cleanup (the rollback), within the connection's quiet interval
-            # (so not too old, and no drain or close since), the driver sure that no
-            # transaction is open, and the pool not shrinking (resize).
+            # checked out (anything else fails here), with the pool's own cleanup, in a
+            # pool that allows it (_returns_plainly), within the connection's quiet
+            # interval (so not too old, and no drain or close since), and the driver
+            # sure that no transaction is open.
             cell = conn._cell
             entry = cell[0]
             common = (
@@ -987,7 +1001,6 @@ class BaseConnectionPool(Pool[_Entry]):
                 and self._plain_return
                 and (now := self._clock()) < entry.vetted_until
                 and self._idle_probe(entry.conn) == self._idle_reading
-                and self.current_size <= self.max_size
             )
         except Exception:
             # None, a returned or foreign connection, or a probe that failed:
@@ -1036,7 +1049,9 @@ class BaseConnectionPool(Pool[_Entry]):
             self._discard(entry, reason, lost=reason in _LOST_REASONS)
             return
         self._touch(entry, now)
-        self._dispatch(entry)
+        self._dispatch(entry)  # retires it instead if the pool is above its size
+        if not self._plain_return:
+            self._plain_return = self._returns_plainly()  # back to size since a resize?
 
     def _take_back(self, conn: Any) -> Optional[_Entry]:
         """Detach a wrapper from its checkout and validate ownership.
