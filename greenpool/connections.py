@@ -355,7 +355,7 @@ class BaseConnectionPool(Pool[_Entry]):
         "timeout", "max_idle", "max_age", "connect_timeout", "check_interval",
         "leak_timeout", "connect_args", "connect_kwargs", "target", "_module", "_connect_fn",
         "_cleanup", "_driver", "_driver_errors", "_backstop", "_check", "_quiet",
-        "_idle_limit", "_plain_return", "_green_open", "_idle_probe", "_idle_reading",
+        "_plain_return", "_green_open", "_idle_probe", "_idle_reading",
         "_closed", "_generation", "_suspect_before",
         "_entries", "_serials", "_orphans", "_gate", "_sweeper", "_opened", "_closed_count",
         "_connect_failures", "_connect_timeouts", "_expired", "_lost", "_bad_returns",
@@ -438,7 +438,6 @@ class BaseConnectionPool(Pool[_Entry]):
         self._closed = False
         self._generation = 0
         self._suspect_before = float("-inf")
-        self._idle_limit = _INF if self.max_idle is None else self.max_idle
         hub = resolve_hub(hub)
         # Checkouts that may take get()'s short path: on a green hub, pool open.
         self._green_open = not hub.preemptive

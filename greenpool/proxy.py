@@ -132,7 +132,9 @@ class PooledConnectionWrapper(GenericConnectionWrapper):
     rollback = _Forwarded()
 
     def __init__(self, entry: _Entry) -> None:
-        _set_cell(self, [entry])
+        # The entry knows its current wrapper's cell: that is how an orphan is recognised.
+        cell = entry.cell = [entry]
+        _set_cell(self, cell)
 
     @property
     def _entry(self) -> Optional[_Entry]:
