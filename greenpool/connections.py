@@ -439,7 +439,8 @@ class BaseConnectionPool(Pool[_Entry]):
         self._generation = 0
         self._suspect_before = float("-inf")
         hub = resolve_hub(hub)
-        # Checkouts that may take get()'s short path: on a green hub, pool open.
+        # Checkouts may take get()'s short path: green hub, pool open, no orphan queued
+        # (see _collect_orphans).
         self._green_open = not hub.preemptive
         # Every live entry (made in create, dropped when closed): scanned for leaks and by
         # close(timeout), so that checkout and return need no bookkeeping of their own.
@@ -778,11 +779,13 @@ class BaseConnectionPool(Pool[_Entry]):
         :meth:`close`.
         """
         free = self.free_items
-        if free and self._green_open and not self._orphans:
+        if free and self._green_open:
             # Fast path, Pool.get inlined: on a green hub nothing else runs meanwhile.
             self._requests += 1
             entry = free.popleft()
-            now = started = self._clock()
+            # (Read into a local: a slot holding a builtin defeats LOAD_METHOD's fast path.)
+            clock = self._clock
+            now = started = clock()
         else:
             if self._closed:
                 raise PoolClosed(f"{self._label()} is closed")
@@ -990,7 +993,10 @@ class BaseConnectionPool(Pool[_Entry]):
             # checked out (anything else fails here), with the pool's own cleanup, in a
             # pool that allows it (_returns_plainly), within the connection's quiet
             # interval (so not too old, and no drain or close since), and the driver
-            # sure that no transaction is open.
+            # sure that no transaction is open.  (Callables kept in slots are read into
+            # locals first: a slot holding one defeats LOAD_METHOD's fast path.)
+            clock = self._clock
+            probe = self._idle_probe
             cell = conn._cell
             entry = cell[0]
             common = (
@@ -998,8 +1004,8 @@ class BaseConnectionPool(Pool[_Entry]):
                 and entry.in_use
                 and cleanup is _MISSING
                 and self._plain_return
-                and (now := self._clock()) < entry.vetted_until
-                and self._idle_probe(entry.conn) == self._idle_reading
+                and (now := clock()) < entry.vetted_until
+                and probe(entry.conn) is self._idle_reading
             )
         except Exception:
             # None, a returned or foreign connection, or a probe that failed:
@@ -1021,7 +1027,8 @@ class BaseConnectionPool(Pool[_Entry]):
                 waiter.value = entry
                 waiter.set()
             else:
-                self._file_idle(entry)
+                file_idle = self._file_idle
+                file_idle(entry)
             return
         if conn is None:
             self._put_none()
@@ -1119,7 +1126,11 @@ class BaseConnectionPool(Pool[_Entry]):
 
     def _collect_orphans(self) -> None:
         """Reclaim connections whose wrappers were garbage collected while checked out."""
-        while self._orphans:
+        while True:
+            # A wrapper's __del__ queues its orphan and then turns get()'s short path
+            # off; it is turned back on only before a look that finds the queue empty,
+            # so it is never on while an orphan waits.
+            self._green_open = self._cooperative and not self._closed
             try:
                 entry, cell = self._orphans.popleft()
             except IndexError:

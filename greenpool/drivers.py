@@ -70,9 +70,10 @@ class Driver:
     def idle_probe(self) -> tuple[Callable[[Any], Any], Any]:
         """A look at a returned connection, and the reading that means IDLE.
 
-        The pool's common return compares ``probe(conn) == reading``; anything
-        else (another reading, or an exception) sends the connection to
-        :meth:`return_state`, the authority.  Drivers whose state is one
+        The pool's common return tests ``probe(conn) is reading``, so the
+        reading must be a singleton (an enum member, a bool, a small int);
+        anything else (another reading, or an exception) sends the connection
+        to :meth:`return_state`, the authority.  Drivers whose state is one
         attribute or method of a C connection give an ``operator`` callable
         here, several times cheaper than a Python call; the others give
         :meth:`return_state` itself.

@@ -171,7 +171,9 @@ class PooledConnectionWrapper(GenericConnectionWrapper):
         cell = self._cell
         entry = cell[0]
         if entry is not None:
-            entry.pool._orphans.append((entry, cell))
+            pool = entry.pool
+            pool._orphans.append((entry, cell))
+            pool._green_open = False  # get() must look at the queue: see _collect_orphans
 
     def __repr__(self) -> str:
         entry = self._cell[0]

@@ -399,6 +399,28 @@ def test_garbage_collected_wrapper_frees_its_slot(make_pool, db, hub, caplog):
     assert pool.stats().orphans == 2
 
 
+def test_orphan_reclaimed_by_next_get_while_idle_connections_wait(make_pool, db, hub):
+    """A queued orphan turns get()'s short path off until the next get() reclaims it,
+    even though an idle connection was there to be taken without a look."""
+    pool = make_pool(max_size=2)
+    kept = pool.get()
+
+    def leak():
+        pool.get()  # connection 2, dropped on the floor
+
+    leak()
+    pool.put(kept)
+    gc.collect()
+    conn = pool.get()
+    assert conn.id == 1
+    assert pool.stats().orphans == 1 and db.connections[1].closed
+    assert pool._green_open is hub.green  # the short path is back on green hubs
+    pool.put(conn)
+    again = pool.get()
+    assert again.id == 1 and pool.stats().opened == 2
+    pool.put(again)
+
+
 def test_waiter_reclaims_garbage_collected_connection(make_pool, db, hub):
     pool = make_pool(max_size=1)
     holder = {"conn": pool.get()}
