@@ -51,6 +51,10 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])
 import greenpool  # noqa: E402
 
 CYCLES = 50_000
+#: The target's ratios come from paired windows of WINDOW cycles (see paired_ratio):
+#: the speed of this shared machine drifts by a fifth within a second, which
+#: contenders measured a second apart in the same round do not share.
+WINDOW, PAIRS = 5_000, 3
 REFERENCE = "greenpool Raw, hub=eventlet"
 EVENTLET = "eventlet.db_pool.RawConnectionPool"
 PSYCOPG2 = "psycopg2.pool.ThreadedConnectionPool"
@@ -204,11 +208,22 @@ def contenders() -> dict:
     return found
 
 
-def ns_per_cycle(cycle) -> float:
+def ns_per_cycle(cycle, cycles: int = CYCLES) -> float:
     start = time.perf_counter()
-    for _ in range(CYCLES):
+    for _ in range(cycles):
         cycle()
-    return (time.perf_counter() - start) / CYCLES * 1e9
+    return (time.perf_counter() - start) / cycles * 1e9
+
+
+def paired_ratio(mine: Callable[[], None], peer: Callable[[], None]) -> float:
+    """``mine``'s cost per cycle over ``peer``'s, from short windows that alternate
+    (peer, mine, peer, ..., peer): the two share the machine's state of the moment."""
+    mine_ns = peer_ns = 0.0
+    for _ in range(PAIRS):
+        peer_ns += ns_per_cycle(peer, WINDOW)
+        mine_ns += ns_per_cycle(mine, WINDOW)
+    peer_ns += ns_per_cycle(peer, WINDOW)
+    return (mine_ns / PAIRS) / (peer_ns / (PAIRS + 1))
 
 
 def run_cycles(label: str, count: int) -> None:
@@ -291,9 +306,18 @@ def main() -> None:
     for _ in range(args.rounds):
         for label, cycle in found.items():
             samples[label].append(ns_per_cycle(cycle))
-    # Ratios per round (contenders of one round ran within a second of each other).
+    # The table's ratios per round (contenders of one round ran within a second or two
+    # of each other); the target's from paired windows, per round.
     def ratio(a: str, b: str) -> float:
         return statistics.median(x / y for x, y in zip(samples[a], samples[b]))
+
+    pairings = [(REFERENCE, peer) for peer in TARGETS if peer in found]
+    if FIFO in found:
+        pairings.append((SQLITE3, FIFO))
+    paired: dict = {pairing: [] for pairing in pairings}
+    for _ in range(args.rounds):
+        for mine, peer in pairings:
+            paired[mine, peer].append(paired_ratio(found[mine], found[peer]))
 
     print(f"uncontended get()+put(): median of {args.rounds} interleaved rounds x {CYCLES}")
     for label, values in samples.items():
@@ -302,8 +326,10 @@ def main() -> None:
               f"x{ratio(label, REFERENCE):.2f}")
     print("\ngreenpool Raw on eventlet against the issue's target (1.2 us where eventlet.db_pool "
           "costs 2.0-3.5 us,\npsycopg2.pool 1.4-2.0 us and a bare FIFO hand-off 0.9 us), as "
-          "ratios to the same peers here:")
-    print_target(lambda peer, mine=REFERENCE: ratio(mine, peer) if peer in samples else None)
+          f"ratios to the same peers here\n(median over {args.rounds} rounds of {PAIRS} paired "
+          f"windows of {WINDOW} cycles each):")
+    print_target(lambda peer, mine=REFERENCE: statistics.median(paired[mine, peer])
+                 if (mine, peer) in paired else None)
 
 
 if __name__ == "__main__":
