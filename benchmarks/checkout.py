@@ -16,16 +16,22 @@ One more row, for reference, runs greenpool on a real in-memory sqlite3
 connection, whose status look is one C attribute read (as psycopg2's is
 one C call).  Rounds are interleaved and the median of per-round
 figures is reported, with each contender's cost as a ratio to greenpool on
-eventlet and greenpool's as ratios to the peers (the figures to compare
-across machines).
+eventlet.  greenpool's ratios to the peers the target names (the figures to
+compare across machines) come from paired windows instead: in each round,
+short windows of the peer and of greenpool alternate, peer first and last,
+so that both share the machine's state of the moment; the median over
+rounds is reported with the quartiles of the per-round ratios.
 
 The issue's target, 1.2 us on green hubs where eventlet.db_pool costs 2.0 to
 3.5 us, psycopg2.pool 1.4 to 2.0 us and a bare FIFO hand-off 0.9 us, is
 checked as ratios: at most 0.6x eventlet.db_pool, 0.86x psycopg2.pool and
 1.33x the FIFO hand-off.  ``--instructions`` counts CPU instructions per
 cycle under callgrind instead: the same ratios, free of the noise of a shared
-machine (instructions are not time, but the contenders here are all
-interpreted Python on the same interpreter).
+machine.  Instructions are not time: the contenders are all interpreted
+Python on the same interpreter, but greenpool's two clock reads per cycle
+spend some 40 ns each in ``clock_gettime`` on this machine, far more than
+their instruction count says, so its time ratios run above its instruction
+ratios.
 """
 
 from __future__ import annotations
@@ -330,6 +336,11 @@ def main() -> None:
           f"windows of {WINDOW} cycles each):")
     print_target(lambda peer, mine=REFERENCE: statistics.median(paired[mine, peer])
                  if (mine, peer) in paired else None)
+    print("  per-round ratios, quartiles: " + ", ".join(
+        f"vs {peer.split()[0]} {q[0]:.2f}-{q[2]:.2f}" if mine == REFERENCE
+        else f"sqlite3 vs {peer.split()[0]} {q[0]:.2f}-{q[2]:.2f}"
+        for (mine, peer), values in paired.items() if len(values) > 1
+        for q in [statistics.quantiles(values, n=4)]))
 
 
 if __name__ == "__main__":

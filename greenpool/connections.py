@@ -117,6 +117,7 @@ class _Entry:
         "pool",
         "cell",
         "spare",
+        "older_spare",
     )
 
     def __init__(
@@ -149,6 +150,9 @@ class _Entry:
         # (kept for reuse; never held while checked out, or a dropped one would live on).
         self.cell: Optional[list[Any]] = None
         self.spare: Optional[PooledConnectionWrapper] = None
+        # The wrapper returned before ``spare``, kept while ``spare`` is still held
+        # somewhere: see BaseConnectionPool._wrapper_for().
+        self.older_spare: Optional[PooledConnectionWrapper] = None
 
     def __repr__(self) -> str:
         return f"<connection #{self.serial}>"
@@ -821,8 +825,8 @@ class BaseConnectionPool(Pool[_Entry]):
                 entry.taken_where = (frame.f_code, frame.f_lasti)  # formatted only if needed
             else:
                 self._note_taker(entry, now)
-        # The wrapper handed out last time, unless anybody still holds it (then it stays
-        # returned for good): see SOLE_HOLDER_REFS.
+        # The wrapper handed out last time, unless anybody still holds it: see
+        # SOLE_HOLDER_REFS.
         wrapper = entry.spare
         if (
             wrapper is not None
@@ -832,9 +836,34 @@ class BaseConnectionPool(Pool[_Entry]):
             entry.spare = None
             entry.cell[0] = entry  # type: ignore[index]
             return wrapper
-        wrapper = _new_wrapper(PooledConnectionWrapper)  # see _new_wrapper
-        cell = entry.cell = [entry]
-        _set_cell(wrapper, cell)
+        return self._wrapper_for(entry)
+
+    def _wrapper_for(self, entry: _Entry) -> PooledConnectionWrapper:
+        """get()'s wrapper when the spare is missing or still held somewhere.
+
+        A loop that keeps its last connection in a variable while it checks out
+        the next (``conn = pool.get()`` at the top of a ``while``) holds the
+        spare at that moment and drops it just after.  So the spare becomes the
+        older spare, and the older spare is handed out if nobody holds it any
+        more; the two alternate.  Otherwise a new wrapper.  A wrapper that is
+        held for good is dropped by the entry at its next checkout but one, and
+        stays returned.
+        """
+        wrapper = entry.older_spare
+        if (
+            wrapper is not None
+            and refcount(wrapper) == SOLE_HOLDER_REFS
+            and getweakrefcount(wrapper) == 0
+        ):
+            cell = wrapper._cell
+        else:
+            wrapper = _new_wrapper(PooledConnectionWrapper)  # see _new_wrapper
+            cell = [entry]
+            _set_cell(wrapper, cell)
+        entry.older_spare = entry.spare
+        entry.spare = None
+        entry.cell = cell
+        cell[0] = entry
         return wrapper
 
     def _refuse(self, entry: _Entry) -> None:

@@ -113,6 +113,52 @@ def test_a_wrapper_still_held_stays_returned_for_good(make_pool):
         pool.put(old)
     assert new  # the failed put changed nothing
     pool.put(new)
+    for _ in range(3):  # ``old`` passes through the older-spare slot and out of it
+        new = pool.get()
+        assert new is not old and new and not old
+        pool.put(new)
+    with pytest.raises(ConnectionReturned):
+        old.cursor()
+
+
+def test_a_loop_keeping_its_last_connection_alternates_two_wrappers(make_pool, monkeypatch):
+    """``conn = pool.get()`` at the top of a loop holds the last wrapper while get()
+    runs: the one before it is handed out instead, not a new one each time."""
+    made = []
+    make_wrapper = greenpool.connections._new_wrapper
+    monkeypatch.setattr(greenpool.connections, "_new_wrapper",
+                        lambda cls: made.append(cls) or make_wrapper(cls))
+    pool = make_pool(max_size=1)
+    conn = None
+    for _ in range(6):
+        previous = conn
+        conn = pool.get()
+        assert conn and conn.cursor() and conn is not previous
+        assert previous is None or not previous
+        pool.put(conn)
+        del previous
+    assert not conn and len(made) == 2
+
+
+def test_an_older_spare_dropped_while_checked_out_frees_its_slot(make_pool, db, hub):
+    pool = make_pool(max_size=1)
+    first = pool.get()
+    pool.put(first)
+    second = pool.get()  # ``first`` is still held: a new wrapper
+    pool.put(second)
+    first_id = id(first)
+    del first  # now only the entry keeps it, as its older spare
+
+    def leak():
+        conn = pool.get()  # ``second`` is still held: the older spare comes out
+        assert id(conn) == first_id and conn.id == 1
+
+    leak()
+    gc.collect()
+    with pool.item(timeout=2) as conn:
+        assert conn.id == 2
+    assert db.connections[0].closed and pool.stats().orphans == 1
+    assert not second
 
 
 def test_a_weakly_referenced_wrapper_is_never_reused(make_pool):
