@@ -336,9 +336,9 @@ def main() -> None:
           f"windows of {WINDOW} cycles each):")
     print_target(lambda peer, mine=REFERENCE: statistics.median(paired[mine, peer])
                  if (mine, peer) in paired else None)
+    short = {EVENTLET: "eventlet.db_pool", PSYCOPG2: "psycopg2.pool", FIFO: "FIFO"}
     print("  per-round ratios, quartiles: " + ", ".join(
-        f"vs {peer.split()[0]} {q[0]:.2f}-{q[2]:.2f}" if mine == REFERENCE
-        else f"sqlite3 vs {peer.split()[0]} {q[0]:.2f}-{q[2]:.2f}"
+        f"{'' if mine == REFERENCE else 'sqlite3 '}vs {short[peer]} {q[0]:.2f}-{q[2]:.2f}"
         for (mine, peer), values in paired.items() if len(values) > 1
         for q in [statistics.quantiles(values, n=4)]))
 
