@@ -151,7 +151,7 @@ class _Entry:
         self.cell: Optional[list[Any]] = None
         self.spare: Optional[PooledConnectionWrapper] = None
         # The wrapper returned before ``spare``, kept while ``spare`` is still held
-        # somewhere: see BaseConnectionPool._wrapper_for().
+        # somewhere: see the end of BaseConnectionPool.get().
         self.older_spare: Optional[PooledConnectionWrapper] = None
 
     def __repr__(self) -> str:
@@ -836,19 +836,12 @@ class BaseConnectionPool(Pool[_Entry]):
             entry.spare = None
             entry.cell[0] = entry  # type: ignore[index]
             return wrapper
-        return self._wrapper_for(entry)
-
-    def _wrapper_for(self, entry: _Entry) -> PooledConnectionWrapper:
-        """get()'s wrapper when the spare is missing or still held somewhere.
-
-        A loop that keeps its last connection in a variable while it checks out
-        the next (``conn = pool.get()`` at the top of a ``while``) holds the
-        spare at that moment and drops it just after.  So the spare becomes the
-        older spare, and the older spare is handed out if nobody holds it any
-        more; the two alternate.  Otherwise a new wrapper.  A wrapper that is
-        held for good is dropped by the entry at its next checkout but one, and
-        stays returned.
-        """
+        # The spare is missing or still held.  A loop that keeps its last connection in
+        # a variable while it checks out the next (``conn = pool.get()`` at the top of a
+        # ``while``) holds it at this moment and drops it just after: so the spare
+        # becomes the older spare, and the older spare is handed out if nobody holds it
+        # any more (the two alternate); otherwise a new wrapper.  A wrapper held for
+        # good is dropped by the entry at its checkout after next, and stays returned.
         wrapper = entry.older_spare
         if (
             wrapper is not None
