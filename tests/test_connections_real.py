@@ -268,6 +268,24 @@ def test_sqlite_return_state_closed_dirty_and_idle(hub, tmp_path, pool_cls):
     pool.close()
 
 
+def test_idle_connection_reads_idle_by_identity(pool, backend):
+    """put()'s common return compares the driver's idle reading by identity: the real
+    drivers' readings must be the very object the profile names."""
+    with pool.item() as conn:
+        raw = conn._entry.conn
+        if backend.name == "postgres":
+            _scalar(conn, "SELECT 1")
+            raw.commit()  # psycopg2: transaction status back to idle
+        else:
+            raw.autocommit(True)  # PyMySQL: only autocommit leaves nothing open
+            _scalar(conn, "SELECT 1")
+        assert pool._idle_probe(raw) is pool._idle_reading
+        if backend.name == "mariadb":
+            raw.autocommit(False)
+    with pool.item() as conn:
+        assert _scalar(conn, "SELECT 1") == 1
+
+
 def test_connection_closed_under_the_pool_is_discarded_on_return(pool, backend):
     with pool.item() as conn:
         conn._entry.conn.close()
