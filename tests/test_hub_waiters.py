@@ -144,3 +144,65 @@ def test_waiter_used_by_the_pool_is_the_hub_one(hub):
     assert type(pool._waiters[0]) is type(hub.waiter())
     pool.put(held)
     assert task.wait() is held
+
+
+def test_a_task_with_a_switch_out_hook_parks_through_the_hubs_own_switch(green_hub):
+    """Plain tasks park by switching straight to the hub's greenlet; a task whose type
+    defines ``switch_out`` (eventlet's and gevent's hook, run as a task leaves) still
+    parks through the hub's ``switch()``, which runs the hook."""
+    import greenlet
+
+    hub = green_hub
+    waiter = hub.waiter()
+    loop = waiter._current_hub()
+    loop_greenlet = getattr(loop, "greenlet", loop)  # eventlet's hub owns one; gevent's is one
+    switched_out = []
+    results = []
+
+    class Hooked(greenlet.greenlet):
+        def switch_out(self) -> None:
+            switched_out.append(True)
+
+    def run() -> None:
+        results.append((waiter.wait(5), waiter.value))
+
+    hooked = Hooked(run, parent=loop_greenlet)
+    waiter._call_soon(loop)(hooked.switch)  # started by the hub, as its tasks are
+    wait_until(hub, lambda: switched_out)
+    waiter.value = "handed over"
+    waiter.set()
+    wait_until(hub, lambda: results)
+    assert results == [(True, "handed over")] and hooked.dead
+    assert len(switched_out) == 1
+
+
+def test_a_plain_task_parks_without_the_hubs_switch(green_hub, monkeypatch):
+    import greenlet
+
+    hub = green_hub
+    waiter = hub.waiter()
+    loop = waiter._current_hub()
+    original = type(loop).switch
+    switched_by = []
+
+    def recording_switch(self):
+        switched_by.append(greenlet.getcurrent())
+        return original(self)
+
+    try:
+        monkeypatch.setattr(type(loop), "switch", recording_switch)
+    except TypeError:  # gevent's compiled hub: its switch() cannot be replaced
+        pytest.skip("the hub's switch() cannot be instrumented here")
+    waiting = []
+
+    def wait():
+        waiting.append(greenlet.getcurrent())
+        return waiter.wait(5), waiter.value
+
+    task = Spawned(hub, wait)
+    wait_until(hub, lambda: waiting)
+    hub.sleep(0.01)
+    waiter.value = 7
+    waiter.set()
+    assert task.wait() == (True, 7)
+    assert waiting[0] not in switched_by

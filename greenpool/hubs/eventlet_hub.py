@@ -16,6 +16,10 @@ from .green import GreenWaiter
 
 T = TypeVar("T")
 
+#: Task types that define no ``switch_out`` hook (see _EventletWaiter._park).
+_PLAIN_TASKS = frozenset({greenlet.greenlet, eventlet.greenthread.GreenThread})
+
+
 class _EventletWaiter(GreenWaiter):
     """The single-task waiter on eventlet's hub (see :class:`GreenWaiter`)."""
 
@@ -30,6 +34,20 @@ class _EventletWaiter(GreenWaiter):
     @staticmethod
     def _call_soon(hub: Any) -> Callable[[Callable[[], None]], Any]:
         return functools.partial(hub.schedule_call_global, 0)
+
+    @staticmethod
+    def _park(hub: Any, task: Any) -> None:
+        # eventlet's Hub.switch() looks for a ``switch_out`` hook on the task (a failed
+        # attribute lookup, so an exception raised and caught inside, on every park),
+        # re-parents the task to the hub and revives a dead hub greenlet.  None of that
+        # applies to a task the hub already parents, of a type without the hook, under
+        # a live hub: switch straight to the hub's greenlet (a fifth of the cost of a
+        # contended hand-off, measured).
+        main = hub.greenlet
+        if task.parent is main and type(task) in _PLAIN_TASKS and not main.dead:
+            main.switch()
+        else:
+            hub.switch()
 
 
 class _EventletEvent(Event):

@@ -14,6 +14,10 @@ from .green import GreenWaiter
 
 T = TypeVar("T")
 
+#: Task types that define no ``switch_out`` hook (see _GeventWaiter._park).
+_PLAIN_TASKS = frozenset({greenlet.greenlet, gevent.Greenlet})
+_switch = greenlet.greenlet.switch
+
 
 class _GeventWaiter(GreenWaiter):
     """The single-task waiter on gevent's hub (see :class:`GreenWaiter`): woken by a
@@ -32,6 +36,17 @@ class _GeventWaiter(GreenWaiter):
     @staticmethod
     def _call_soon(hub: Any) -> Callable[[Callable[[], None]], Any]:
         return hub.loop.run_callback
+
+    @staticmethod
+    def _park(hub: Any, task: Any) -> None:
+        # gevent's Hub.switch() first looks for a ``switch_out`` hook on the task (a
+        # failed attribute lookup on every park) and then does this greenlet switch; a
+        # task of a type without the hook goes straight to it.  The hub's own greenlet
+        # has the hook (it refuses to block), so it still goes through switch().
+        if type(task) in _PLAIN_TASKS:
+            _switch(hub)
+        else:
+            hub.switch()
 
 
 class _GeventTask(Task):

@@ -1,8 +1,10 @@
 """What the green hubs (eventlet, gevent) share: the single-task waiter.
 
 :class:`GreenWaiter` is what the pool parks a queued ``get()`` on; each
-green hub adapter subclasses it with three hooks (the current hub, a
-one-shot timer, and a "call soon" on the hub's loop).  Woken waiters are
+green hub adapter subclasses it with its hooks (the current hub, a
+one-shot timer, a "call soon" on the hub's loop, and how a task parks:
+straight to the hub's greenlet when the hub's own ``switch()`` would only
+add bookkeeping, which was a fifth of a contended hand-off on eventlet).  Woken waiters are
 resumed through a per-hub :class:`Resumer`, with one "call soon" per batch
 of wake-ups instead of one per wake-up (on eventlet each is a timer object,
 a heap push and a heap pop).
@@ -26,36 +28,36 @@ __all__ = ["GreenWaiter", "Resumer"]
 
 
 class Resumer:
-    """The woken waiters of one green hub (one per OS thread), resumed in order."""
+    """The woken waiters of one green hub (one per OS thread), resumed in order.
 
-    __slots__ = ("_ready", "_scheduled", "_call_soon")
+    :meth:`GreenWaiter.set` queues on ``ready`` and arms the hub's "call
+    soon" when ``scheduled`` is false.
+    """
+
+    __slots__ = ("ready", "scheduled", "call_soon")
 
     def __init__(self, call_soon: Callable[[Callable[[], None]], Any]) -> None:
-        self._ready: Deque[GreenWaiter] = deque()
-        self._scheduled = False
-        self._call_soon = call_soon
+        self.ready: Deque[GreenWaiter] = deque()
+        self.scheduled = False
+        self.call_soon = call_soon
 
-    def add(self, waiter: GreenWaiter) -> None:
-        """Queue a woken waiter; the hub resumes it at its next turn."""
-        self._ready.append(waiter)
-        if not self._scheduled:
-            self._scheduled = True
-            self._call_soon(self._run)
+    def run(self) -> None:
+        """In the hub: resume the waiters queued now.
 
-    def _run(self) -> None:
-        # In the hub: resume those queued now; any woken meanwhile wait for the next
-        # turn, as with the hub's own timers, so I/O is polled in between.
-        ready = self._ready
-        self._scheduled = False
+        Any woken meanwhile wait for the next turn, as with the hub's own
+        timers, so that I/O is polled in between.
+        """
+        ready = self.ready
+        self.scheduled = False
         try:
             for _ in range(len(ready)):
                 task = ready.popleft()._task
                 if task is not None:  # still waiting: not timed out or killed meanwhile
                     task.switch()
         finally:
-            if ready and not self._scheduled:
-                self._scheduled = True
-                self._call_soon(self._run)
+            if ready and not self.scheduled:
+                self.scheduled = True
+                self.call_soon(self.run)
 
 
 class GreenWaiter:
@@ -91,6 +93,16 @@ class GreenWaiter:
         """A function that makes the hub call its argument at its next turn."""
         raise NotImplementedError
 
+    @staticmethod
+    def _park(hub: Any, task: Any) -> None:
+        """Switch from ``task`` (the current one) to the hub until resumed.
+
+        The default is the hub's own ``switch()``; an adapter may go
+        straight to the hub's greenlet where that ``switch()`` would only
+        add its bookkeeping.
+        """
+        hub.switch()
+
     # -- the event -------------------------------------------------------------------
 
     def set(self) -> None:
@@ -98,7 +110,11 @@ class GreenWaiter:
             return
         self._flag = True
         if self._task is not None:
-            self._resumer.add(self)  # type: ignore[union-attr]
+            resumer: Resumer = self._resumer  # type: ignore[assignment]
+            resumer.ready.append(self)
+            if not resumer.scheduled:
+                resumer.scheduled = True
+                resumer.call_soon(resumer.run)
 
     def is_set(self) -> bool:
         return self._flag
@@ -112,21 +128,16 @@ class GreenWaiter:
         if self._flag:
             return True
         hub = self._current_hub()
-        self._resumer = self._resumer_of(hub)
-        self._task = getcurrent()
+        try:
+            self._resumer = hub._greenpool_resumer
+        except AttributeError:
+            self._resumer = hub._greenpool_resumer = Resumer(self._call_soon(hub))
+        task = self._task = getcurrent()
         cancel = None if timeout is None else self._call_later(hub, timeout, self._resume)
         try:
-            hub.switch()
+            self._park(hub, task)
         finally:
             self._task = None
             if cancel is not None:
                 cancel()
         return self._flag
-
-    @classmethod
-    def _resumer_of(cls, hub: Any) -> Resumer:
-        try:
-            return hub._greenpool_resumer
-        except AttributeError:
-            resumer = hub._greenpool_resumer = Resumer(cls._call_soon(hub))
-            return resumer
