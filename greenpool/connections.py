@@ -34,6 +34,7 @@ from .hubs.base import ThreadCallTimeout, original_lock
 from .pool import Pool, PoolStats
 from .proxy import (
     SOLE_HOLDER_REFS,
+    UNHELD_REFS,
     PooledConnectionWrapper,
     ThreadProxy,
     _new_wrapper,
@@ -452,6 +453,9 @@ class BaseConnectionPool(Pool[_Entry]):
         self._serials = 0
         # (entry, cell) of wrappers collected while checked out; see PooledConnectionWrapper.
         self._orphans: Deque[tuple[_Entry, list[Any]]] = deque()
+        # Returned wrappers that their entries gave up while somebody still held them,
+        # oldest first, for reuse once nobody does: see the end of get().
+        self._kept_wrappers: Deque[PooledConnectionWrapper] = deque()
         self._opened = self._closed_count = self._connect_failures = 0
         self._connect_timeouts = self._expired = self._lost = self._bad_returns = 0
         self._orphan_count = 0
@@ -840,8 +844,7 @@ class BaseConnectionPool(Pool[_Entry]):
         # a variable while it checks out the next (``conn = pool.get()`` at the top of a
         # ``while``) holds it at this moment and drops it just after: so the spare
         # becomes the older spare, and the older spare is handed out if nobody holds it
-        # any more (the two alternate); otherwise a new wrapper.  A wrapper held for
-        # good is dropped by the entry at its checkout after next, and stays returned.
+        # any more (the two alternate).
         wrapper = entry.older_spare
         if (
             wrapper is not None
@@ -850,9 +853,28 @@ class BaseConnectionPool(Pool[_Entry]):
         ):
             cell = wrapper._cell
         else:
-            wrapper = _new_wrapper(PooledConnectionWrapper)  # see _new_wrapper
-            cell = [entry]
-            _set_cell(wrapper, cell)
+            # Under contention the older spare is still held too: by a caller that
+            # waits in the queue with its last connection in that variable, until its
+            # turn comes, the queue's length later.  Such wrappers go to a pool-wide
+            # deque and are taken from it, oldest first, once nobody holds them; one
+            # still held goes back to its end, and one held for good falls out when
+            # the deque outgrows one per waiter and connection.
+            kept = self._kept_wrappers
+            if wrapper is not None:
+                kept.append(wrapper)
+            wrapper = kept.popleft() if kept else None  # popped first: safe across threads
+            if wrapper is not None and (
+                refcount(wrapper) != UNHELD_REFS or getweakrefcount(wrapper) != 0
+            ):
+                if len(kept) < len(self._waiters) + self.max_size:
+                    kept.append(wrapper)
+                wrapper = None
+            if wrapper is None:
+                wrapper = _new_wrapper(PooledConnectionWrapper)  # see _new_wrapper
+                cell = [entry]
+                _set_cell(wrapper, cell)
+            else:
+                cell = wrapper._cell
         entry.older_spare = entry.spare
         entry.spare = None
         entry.cell = cell
@@ -1203,6 +1225,7 @@ class BaseConnectionPool(Pool[_Entry]):
         self._sweeper.stop()
         self._close_waiters()
         self.clear()
+        self._kept_wrappers.clear()
         if timeout is not None:
             deadline = self._clock() + timeout
             # Wait for checked-out connections, and for returned ones still closing.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import types
+from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .errors import ConnectionReturned
@@ -119,10 +120,12 @@ class PooledConnectionWrapper(GenericConnectionWrapper):
     The wrapper's one slot is its *cell*, a one-item list holding the pool's
     entry while the connection is checked out and None once it is returned.
     A returned wrapper that nobody references any more is handed out again
-    by the next checkout of the same connection (see :data:`SOLE_HOLDER_REFS`):
-    making a wrapper, cutting it loose and collecting it cost a fifth of an
-    uncontended checkout and return.  One that somebody still holds, even
-    weakly, is never reused, so it stays returned for good.
+    by the next checkout of the same connection (see :data:`SOLE_HOLDER_REFS`),
+    or, if somebody still held it then, by a later checkout of any connection
+    of the pool once they dropped it: making a wrapper, cutting it loose and
+    collecting it cost a fifth of an uncontended checkout and return.  One
+    that somebody still holds, even weakly, is never reused, so it stays
+    returned for good.
     """
 
     __slots__ = ("_cell", "__weakref__")
@@ -215,6 +218,14 @@ def _references_of_sole_holder() -> int:
     return refcount(wrapper)
 
 
+def _references_of_unheld() -> int:
+    """What :data:`refcount` reads for a wrapper just taken off a deque that was its
+    only holder (measured in that code shape, as above)."""
+    kept = deque([object()])
+    wrapper = kept.popleft()
+    return refcount(wrapper)
+
+
 def _no_refcount(obj: Any) -> int:
     return -2
 
@@ -225,6 +236,9 @@ refcount: Callable[[Any], int] = getattr(sys, "getrefcount", _no_refcount)
 #: the checkout reuses the spare when ``refcount(spare)`` equals it and no weak
 #: reference to it exists.
 SOLE_HOLDER_REFS = _references_of_sole_holder() if refcount is not _no_refcount else -1
+#: The reading of :data:`refcount` for a wrapper taken off the pool's deque of kept
+#: wrappers that nobody else holds (see BaseConnectionPool.get()).
+UNHELD_REFS = _references_of_unheld() if refcount is not _no_refcount else -1
 
 
 def _wants_proxy(value: Any) -> bool:

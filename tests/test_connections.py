@@ -140,6 +140,63 @@ def test_a_loop_keeping_its_last_connection_alternates_two_wrappers(make_pool, m
     assert not conn and len(made) == 2
 
 
+def _contend(pool, hub, workers, rounds, hold=None):
+    """``workers`` tasks each check out ``rounds`` times, keeping their last connection
+    in a variable while they wait for the next.  Fails if a connection is handed to
+    two callers at once, or a wrapper that a caller returned and still holds is
+    handed out again."""
+    in_use: set[int] = set()  # fake connection ids
+    returned_and_held: set[int] = set()  # ids of wrappers returned, still referenced
+
+    def worker():
+        conn = None
+        for _ in range(rounds):
+            previous = conn
+            conn = pool.get(timeout=10)
+            assert conn and conn is not hold and id(conn) not in returned_and_held
+            assert previous is None or not previous
+            if previous is not None:
+                returned_and_held.discard(id(previous))
+            del previous
+            assert conn.id not in in_use
+            in_use.add(conn.id)
+            hub.sleep(0)
+            in_use.discard(conn.id)
+            pool.put(conn)
+            returned_and_held.add(id(conn))
+        returned_and_held.discard(id(conn))
+
+    tasks = [Spawned(hub, worker) for _ in range(workers)]
+    for task in tasks:
+        task.wait()
+
+
+def test_callers_waiting_with_their_last_connection_reuse_wrappers(make_pool, hub, monkeypatch):
+    """Under contention every waiting caller still holds the wrapper it returned, so
+    its entry's spares are held too: those go to the pool's deque of kept wrappers
+    and come back out once their holders dropped them."""
+    made = []
+    make_wrapper = greenpool.connections._new_wrapper
+    monkeypatch.setattr(greenpool.connections, "_new_wrapper",
+                        lambda cls: made.append(cls) or make_wrapper(cls))
+    pool = make_pool(max_size=2)
+    _contend(pool, hub, workers=10, rounds=30)
+    if hub.green:  # 300 checkouts; OS threads take turns in the OS's order
+        assert len(made) <= 2 * 10, len(made)
+    assert len(pool._kept_wrappers) <= pool.max_size + 10
+
+
+def test_a_wrapper_held_for_good_stays_returned_under_contention(make_pool, hub):
+    pool = make_pool(max_size=2)
+    old = pool.get()
+    pool.put(old)
+    _contend(pool, hub, workers=8, rounds=40, hold=old)  # ``old`` passes through the deque
+    assert not old
+    with pytest.raises(ConnectionReturned):
+        old.cursor()
+    assert len(pool._kept_wrappers) <= pool.max_size + 8
+
+
 def test_an_older_spare_dropped_while_checked_out_frees_its_slot(make_pool, db, hub):
     pool = make_pool(max_size=1)
     first = pool.get()
