@@ -4,10 +4,10 @@
 green hub adapter subclasses it with its hooks (the current hub, a
 one-shot timer, a "call soon" on the hub's loop, and how a task parks:
 straight to the hub's greenlet when the hub's own ``switch()`` would only
-add bookkeeping, which was a fifth of a contended hand-off on eventlet).  Woken waiters are
-resumed through a per-hub :class:`Resumer`, with one "call soon" per batch
-of wake-ups instead of one per wake-up (on eventlet each is a timer object,
-a heap push and a heap pop).
+add bookkeeping, which was a fifth of a contended hand-off on eventlet).
+Woken waiters are resumed through a per-hub :class:`Resumer`, with one
+"call soon" per batch of wake-ups instead of one per wake-up (on eventlet
+each is a timer object, a heap push and a heap pop).
 
 Measured and left out: a direct hand-off, where the task about to park
 switches straight to the oldest woken waiter instead of to the hub.  It
