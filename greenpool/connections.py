@@ -118,7 +118,6 @@ class _Entry:
         "pool",
         "cell",
         "spare",
-        "older_spare",
     )
 
     def __init__(
@@ -151,9 +150,6 @@ class _Entry:
         # (kept for reuse; never held while checked out, or a dropped one would live on).
         self.cell: Optional[list[Any]] = None
         self.spare: Optional[PooledConnectionWrapper] = None
-        # The wrapper returned before ``spare``, kept while ``spare`` is still held
-        # somewhere: see the end of BaseConnectionPool.get().
-        self.older_spare: Optional[PooledConnectionWrapper] = None
 
     def __repr__(self) -> str:
         return f"<connection #{self.serial}>"
@@ -453,8 +449,8 @@ class BaseConnectionPool(Pool[_Entry]):
         self._serials = 0
         # (entry, cell) of wrappers collected while checked out; see PooledConnectionWrapper.
         self._orphans: Deque[tuple[_Entry, list[Any]]] = deque()
-        # Returned wrappers that their entries gave up while somebody still held them,
-        # oldest first, for reuse once nobody does: see the end of get().
+        # Returned wrappers that were still held when their entry was next checked out,
+        # oldest first, for reuse once nobody holds them: see the end of get().
         self._kept_wrappers: Deque[PooledConnectionWrapper] = deque()
         self._opened = self._closed_count = self._connect_failures = 0
         self._connect_timeouts = self._expired = self._lost = self._bad_returns = 0
@@ -840,45 +836,32 @@ class BaseConnectionPool(Pool[_Entry]):
             entry.spare = None
             entry.cell[0] = entry  # type: ignore[index]
             return wrapper
-        # The spare is missing or still held.  A loop that keeps its last connection in
-        # a variable while it checks out the next (``conn = pool.get()`` at the top of a
-        # ``while``) holds it at this moment and drops it just after: so the spare
-        # becomes the older spare, and the older spare is handed out if nobody holds it
-        # any more (the two alternate).
-        wrapper = entry.older_spare
-        if (
-            wrapper is not None
-            and refcount(wrapper) == SOLE_HOLDER_REFS
-            and getweakrefcount(wrapper) == 0
+        # The spare is missing or still held: by a loop that keeps its last connection
+        # in a variable while it checks out the next (``conn = pool.get()`` at the top
+        # of a ``while``), or, under contention, by a caller waiting in the queue with
+        # it in that variable until its turn comes.  Held spares go to a pool-wide
+        # deque and are handed out from it, oldest first, once nobody holds them (such
+        # a loop alternates two wrappers); one still held goes back to its end, and one
+        # held for good falls out when the deque outgrows one per waiter and connection.
+        kept = self._kept_wrappers
+        if wrapper is not None:
+            kept.append(wrapper)
+            entry.spare = None
+        wrapper = kept.popleft() if kept else None  # popped first: safe across threads
+        if wrapper is not None and (
+            refcount(wrapper) != UNHELD_REFS or getweakrefcount(wrapper) != 0
         ):
-            cell = wrapper._cell
-        else:
-            # Under contention the older spare is still held too: by a caller that
-            # waits in the queue with its last connection in that variable, until its
-            # turn comes, the queue's length later.  Such wrappers go to a pool-wide
-            # deque and are taken from it, oldest first, once nobody holds them; one
-            # still held goes back to its end, and one held for good falls out when
-            # the deque outgrows one per waiter and connection.
-            kept = self._kept_wrappers
-            if wrapper is not None:
+            if len(kept) < len(self._waiters) + self.max_size:
                 kept.append(wrapper)
-            wrapper = kept.popleft() if kept else None  # popped first: safe across threads
-            if wrapper is not None and (
-                refcount(wrapper) != UNHELD_REFS or getweakrefcount(wrapper) != 0
-            ):
-                if len(kept) < len(self._waiters) + self.max_size:
-                    kept.append(wrapper)
-                wrapper = None
-            if wrapper is None:
-                wrapper = _new_wrapper(PooledConnectionWrapper)  # see _new_wrapper
-                cell = [entry]
-                _set_cell(wrapper, cell)
-            else:
-                cell = wrapper._cell
-        entry.older_spare = entry.spare
-        entry.spare = None
+            wrapper = None
+        if wrapper is None:
+            wrapper = _new_wrapper(PooledConnectionWrapper)  # see _new_wrapper
+            cell = [entry]
+            _set_cell(wrapper, cell)
+        else:
+            cell = wrapper._cell
+            cell[0] = entry
         entry.cell = cell
-        cell[0] = entry
         return wrapper
 
     def _refuse(self, entry: _Entry) -> None:

@@ -113,7 +113,7 @@ def test_a_wrapper_still_held_stays_returned_for_good(make_pool):
         pool.put(old)
     assert new  # the failed put changed nothing
     pool.put(new)
-    for _ in range(3):  # ``old`` passes through the older-spare slot and out of it
+    for _ in range(3):  # ``old`` stays in the deque of kept wrappers, never handed out
         new = pool.get()
         assert new is not old and new and not old
         pool.put(new)
@@ -204,10 +204,10 @@ def test_an_older_spare_dropped_while_checked_out_frees_its_slot(make_pool, db, 
     second = pool.get()  # ``first`` is still held: a new wrapper
     pool.put(second)
     first_id = id(first)
-    del first  # now only the entry keeps it, as its older spare
+    del first  # now only the pool keeps it, among its kept wrappers
 
     def leak():
-        conn = pool.get()  # ``second`` is still held: the older spare comes out
+        conn = pool.get()  # ``second`` is still held: ``first`` comes out of the deque
         assert id(conn) == first_id and conn.id == 1
 
     leak()
