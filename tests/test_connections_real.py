@@ -211,6 +211,47 @@ def test_500_green_threads_share_5_connections(backend, hub, pool_cls):
     pool.close()
 
 
+@pytest.mark.parametrize("pool_cls", [RawConnectionPool, TpooledConnectionPool])
+def test_workers_keeping_their_last_connection_share_sessions_safely(backend, hub, pool_cls):
+    """Workers that hold their last wrapper while they wait for the next (the case
+    where returned wrappers are kept and reused): no server session used by two at
+    once, and no wrapper that a worker returned and still holds handed out again."""
+    _skip_pymysql_in_gevent_threads(pool_cls, backend, hub)
+    workers, rounds = (40, 10) if hub.green else (8, 10)
+    pool = pool_cls(backend.module, 0, 4, hub=hub, **backend.kwargs)
+    holders: dict = {}
+    returned_and_held: set = set()
+    problems = []
+
+    def work(n):
+        conn = None
+        for _ in range(rounds):
+            previous = conn
+            conn = pool.get(timeout=60)
+            if id(conn) in returned_and_held or (previous is not None and previous):
+                problems.append(("wrapper handed out while held", n))
+            if previous is not None:
+                returned_and_held.discard(id(previous))
+            del previous
+            session = _scalar(conn, BACKEND_ID_SQL[backend.name])
+            if session in holders:
+                problems.append(("session shared", n, holders[session]))
+            holders[session] = n
+            hub.sleep(0)
+            del holders[session]
+            pool.put(conn)
+            returned_and_held.add(id(conn))
+        returned_and_held.discard(id(conn))
+
+    tasks = [Spawned(hub, work, n) for n in range(workers)]
+    for task in tasks:
+        task.wait(120)
+    assert problems == []
+    s = pool.stats()
+    assert s.opened <= 4 and s.in_use == 0 and s.requests == workers * rounds
+    pool.close()
+
+
 def test_idle_and_age_expiry_close_real_connections(backend, hub):
     pool = RawConnectionPool(backend.module, 0, 2, 0.1, 0.3, hub=hub, **backend.kwargs)
     with pool.item() as conn:
