@@ -17,8 +17,8 @@ Invariants, held whatever interrupts ``get``, ``create`` or ``put``
   the next waiter.
 
 Every state change happens in a short critical section that never yields
-(the ``_*_locked`` methods); ``create()`` and the hooks that may do I/O run
-outside them.  On a green hub nothing else can run during such a section,
+(the ``_*_locked`` methods, and the checkout's own in :meth:`Pool.get`);
+``create()`` and the hooks that may do I/O run outside them.  On a green hub nothing else can run during such a section,
 so it takes no lock; on the threads hub it holds the pool's lock.
 """
 
@@ -58,8 +58,8 @@ _GRANTED = _State("granted the right to create")  # a slot is reserved for it
 _CANCELLED = _State("cancelled")  # left the queue: timed out or interrupted
 _CLOSED = _State("pool closed")
 
-#: Returned by the checkout critical section: the caller must create the item.
-_CREATE: Any = _State("create")
+#: Returned by the return critical section: the item must be retired.
+_RETIRE: Any = _State("retire")
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ class Pool(Generic[T]):
     __slots__ = (
         "__dict__", "__weakref__", "hub", "name", "min_size", "max_size", "max_waiting",
         "order_as_stack", "free_items", "current_size", "_creating", "_waiters", "_lock",
-        "_clock", "_cooperative", "_file_idle", "_new_waiter", "_waiter_class", "_plain_wait",
+        "_clock", "_cooperative", "_file_idle", "_new_waiter", "_plain_wait",
         "_requests", "_waits", "_timeouts", "_created", "_create_failures",
     )
 
@@ -161,7 +161,6 @@ class Pool(Generic[T]):
         # (Whoever replaces _wait_for_event on an instance sets _plain_wait to False.)
         self._plain_wait = type(self)._wait_for_event is Pool._wait_for_event
         self._new_waiter = self.hub.waiter
-        self._waiter_class = type(self._new_waiter())  # tells a queued waiter from an item
         self._lock = self.hub.lock()
         self._clock = self.hub.monotonic
         # Green threads switch only at I/O or sleep: there the critical sections need
@@ -223,20 +222,44 @@ class Pool(Generic[T]):
         :class:`~greenpool.errors.PoolTimeout`.  It does not bound
         :meth:`create` itself.
         """
-        if self._cooperative:
+        cooperative = self._cooperative
+        if cooperative:
             free = self.free_items
             if free:
                 self._requests += 1
                 return free.popleft()
-            outcome = self._checkout_locked()
         else:
-            with self._lock:
-                outcome = self._checkout_locked()
-        if outcome is _CREATE:
+            self._lock.acquire()
+        # The critical section, inline rather than a method: for a caller that queues,
+        # which is every caller under contention, a call is a measurable share of the
+        # hand-off.  An idle item is taken, a slot reserved (waiter None), or a waiter queued.
+        try:
+            self._requests += 1
+            if self.free_items:
+                return self.free_items.popleft()
+            if self.current_size < self.max_size:
+                self.current_size += 1
+                self._creating += 1
+                waiter = None
+            else:
+                waiters = self._waiters
+                if self.max_waiting is not None and len(waiters) >= self.max_waiting:
+                    raise TooManyWaiters(
+                        f"{self._label()}: {len(waiters)} callers already wait "
+                        f"(max_waiting={self.max_waiting})"
+                    )
+                waiter = self._new_waiter()
+                waiter.value = _WAITING
+                if not waiters:
+                    self._first_waiter()
+                waiters.append(waiter)
+                self._waits += 1
+        finally:
+            if not cooperative:
+                self._lock.release()
+        if waiter is None:
             deadline = None if timeout is None else self._clock() + timeout
             return self._create_in_slot(deadline)
-        if type(outcome) is not self._waiter_class:
-            return outcome
         # Waited for in this frame, not in a helper: resuming a parked caller touches
         # every frame on its stack, and with hundreds of callers taking turns those
         # frames are no longer in the CPU's caches.
@@ -246,39 +269,16 @@ class Pool(Generic[T]):
                 _checks.check_seconds("timeout", timeout)
                 deadline = self._clock() + timeout
             if self._plain_wait:
-                outcome.wait(timeout)
+                waiter.wait(timeout)
             else:
-                self._wait_for_event(outcome, timeout)
+                self._wait_for_event(waiter, timeout)
         except BaseException:
-            self._abandon(outcome)
+            self._abandon(waiter)
             raise
-        value = outcome.value
+        value = waiter.value
         if type(value) is not _State:
             return value  # handed an item: the common end of a wait
-        return self._waited(outcome, timeout, deadline)
-
-    def _checkout_locked(self) -> Any:
-        """An idle item, :data:`_CREATE` (a slot reserved), or a queued waiter."""
-        self._requests += 1
-        if self.free_items:
-            return self.free_items.popleft()
-        if self.current_size < self.max_size:
-            self.current_size += 1
-            self._creating += 1
-            return _CREATE
-        waiters = self._waiters
-        if self.max_waiting is not None and len(waiters) >= self.max_waiting:
-            raise TooManyWaiters(
-                f"{self._label()}: {len(waiters)} callers already wait "
-                f"(max_waiting={self.max_waiting})"
-            )
-        waiter = self._new_waiter()
-        waiter.value = _WAITING
-        if not waiters:
-            self._first_waiter()
-        waiters.append(waiter)
-        self._waits += 1
-        return waiter
+        return self._waited(waiter, timeout, deadline)
 
     def _first_waiter(self) -> None:
         """Hook: someone starts waiting in an empty queue (in a critical section)."""
@@ -342,16 +342,16 @@ class Pool(Generic[T]):
         else:
             with self._lock:
                 waiter = self._return_locked(item)
-        if waiter is _CREATE:
+        if waiter is _RETIRE:
             self._retire(item)
         elif waiter is not None:
             waiter.set()
 
     def _return_locked(self, item: T) -> Any:
-        """File ``item``: the waiter it was handed to, None if idle, _CREATE to retire it."""
+        """File ``item``: the waiter it was handed to, None if idle, _RETIRE to retire it."""
         if self.current_size > self.max_size:
             self.current_size -= 1
-            return _CREATE
+            return _RETIRE
         if self._waiters:
             waiter = self._waiters.popleft()
             waiter.value = item
