@@ -18,8 +18,9 @@ Invariants, held whatever interrupts ``get``, ``create`` or ``put``
 
 Every state change happens in a short critical section that never yields
 (the ``_*_locked`` methods, and the checkout's own in :meth:`Pool.get`);
-``create()`` and the hooks that may do I/O run outside them.  On a green hub nothing else can run during such a section,
-so it takes no lock; on the threads hub it holds the pool's lock.
+``create()`` and the hooks that may do I/O run outside them.  On a green hub
+nothing else can run during such a section, so it takes no lock; on the
+threads hub it holds the pool's lock.
 """
 
 from __future__ import annotations
