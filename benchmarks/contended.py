@@ -96,7 +96,11 @@ starved worker in any round; p99 wait <= 2.5 x the FIFO expectation; >= 0.95
 of ideal on the sleeping query and >= 0.80 on ``SELECT 1``; a higher ratio
 than every peer library that starved nobody in any round (TIE when the two
 medians are within 0.02: on the sleeping query every fair pool sits at the
-ceiling, and which one is ahead changes from run to run).
+ceiling, and which one is ahead changes from run to run).  Each target line
+also shows, for information, greenpool Raw's ratio to the FIFO reference,
+round by round (its ratio to ideal over the reference's in the same round):
+what greenpool's own work costs next to a bare fair hand-off, which moves
+much less with the machine's load than either ratio to ideal.
 """
 
 from __future__ import annotations
@@ -320,6 +324,7 @@ class Sample:
     error: str = ""
     ratio: Optional[float] = None  # to ideal of the same round
     ratio_nopool: Optional[float] = None
+    ratio_fifo: Optional[float] = None  # ratio over the FIFO reference's, same round
 
 
 @dataclass
@@ -681,6 +686,7 @@ def _tpooled_skip(hub: str, db: str) -> str:
 GREENPOOL_RAW = "greenpool Raw"
 IDEAL = "ideal"
 NOPOOL = "no pool"
+FIFO_REFERENCE = "minimal FIFO (reference)"
 
 CONTENDERS = [
     Contender(IDEAL, "ideal", build_ideal, quick=True),
@@ -692,7 +698,7 @@ CONTENDERS = [
               quick=True),
     Contender("greenpool Tpooled", "greenpool",
               greenpool_pool(greenpool.TpooledConnectionPool), skip=_tpooled_skip),
-    Contender("minimal FIFO (reference)", "reference", build_fifo, quick=True),
+    Contender(FIFO_REFERENCE, "reference", build_fifo, quick=True),
     Contender("eventlet.db_pool Raw", "peer", build_eventlet(False), hubs=("eventlet",),
               needs="eventlet", quick=True),
     Contender("eventlet.db_pool Tpooled", "peer", build_eventlet(True), hubs=("eventlet",),
@@ -846,16 +852,25 @@ def bench_db(db: str, args: argparse.Namespace, workers: int) -> list[Record]:
         for built, runner in kept.values():
             shut(built, runner)
         shut(*ideal)
-    # Ratios to the no-pool baseline, round by round (each already paired with ideal).
+    # Ratios to the no-pool baseline and to the FIFO reference, round by round (each
+    # already paired with ideal).
     by_label = {rec.label: rec for rec in records}
     for kind in sqls:
         nopool = by_label[NOPOOL].samples.get(kind, []) if NOPOOL in by_label else []
+        fifo = (by_label[FIFO_REFERENCE].samples.get(kind, [])
+                if FIFO_REFERENCE in by_label else [])
         for rec in records:
             if rec.label == IDEAL:
                 continue
             for i, s in enumerate(rec.samples.get(kind, [])):
-                if i < len(nopool) and nopool[i].ratio and s.ratio is not None:
-                    s.ratio_nopool = s.ratio / nopool[i].ratio
+                if s.ratio is None:
+                    continue
+                base = nopool[i].ratio if i < len(nopool) else None
+                if base:
+                    s.ratio_nopool = s.ratio / base
+                base = fifo[i].ratio if i < len(fifo) else None
+                if base:
+                    s.ratio_fifo = s.ratio / base
     return records
 
 
@@ -881,6 +896,9 @@ class Summary:
     ratio_q1: Optional[float] = None  # quartiles of the per-round ratios: the noise
     ratio_q3: Optional[float] = None
     ratio_nopool: Optional[float] = None
+    ratio_fifo: Optional[float] = None
+    ratio_fifo_q1: Optional[float] = None
+    ratio_fifo_q3: Optional[float] = None
     p50: Optional[float] = None
     p99: Optional[float] = None
     worst: Optional[float] = None
@@ -904,6 +922,10 @@ def summarise(rec: Record, kind: str) -> Summary:
     if ratios:
         s.ratio_q1, s.ratio_q3 = percentile(ratios, 0.25), percentile(ratios, 0.75)
     s.ratio_nopool = med([x.ratio_nopool for x in samples])
+    s.ratio_fifo = med([x.ratio_fifo for x in samples])
+    to_fifo = sorted(x.ratio_fifo for x in samples if x.ratio_fifo is not None)
+    if to_fifo:
+        s.ratio_fifo_q1, s.ratio_fifo_q3 = percentile(to_fifo, 0.25), percentile(to_fifo, 0.75)
     s.p50 = med([x.wait_p50 for x in samples])
     s.p99 = med([x.wait_p99 for x in samples])
     worst = [x.wait_max for x in samples if x.wait_max is not None]
@@ -981,6 +1003,9 @@ def verdicts(summaries: list[Summary]) -> list[str]:
         for name, ok, value in checks:
             word = "TIE" if ok is None else "PASS" if ok else "MISS"
             parts.append(f"{name}: {'(' + word + ')' if info else word} {value}")
+        if ours.ratio_fifo is not None:
+            parts.append(f"(x FIFO reference: {ours.ratio_fifo:.2f}, rounds "
+                         f"{fmt(ours.ratio_fifo_q1, '.2f')}-{fmt(ours.ratio_fifo_q3, '.2f')})")
         sql = "SELECT 1" if kind == "select" else "sleep"
         lines.append(f"  {hub:8s} {db:8s} {sql:8s}  " + "   ".join(parts)
                      + ("   [threads: for information]" if info else ""))
