@@ -99,8 +99,9 @@ medians are within 0.02: on the sleeping query every fair pool sits at the
 ceiling, and which one is ahead changes from run to run).  Each target line
 also shows, for information, greenpool Raw's ratio to the FIFO reference,
 round by round (its ratio to ideal over the reference's in the same round):
-what greenpool's own work costs next to a bare fair hand-off, which moves
-much less with the machine's load than either ratio to ideal.
+what greenpool's own work costs next to a bare fair hand-off.  A busy machine
+lowers both ratios to ideal together, and that cancels out of this one; its
+rounds still spread by about +-0.1.
 """
 
 from __future__ import annotations
