@@ -100,8 +100,8 @@ ceiling, and which one is ahead changes from run to run).  Each target line
 also shows, for information, greenpool Raw's ratio to the FIFO reference,
 round by round (its ratio to ideal over the reference's in the same round):
 what greenpool's own work costs next to a bare fair hand-off.  A busy machine
-lowers both ratios to ideal together, and that cancels out of this one; its
-rounds still spread by about +-0.1.
+lowers both ratios to ideal together, and that cancels out of this one, but
+not the rest of the noise (rounds of one run may spread over 0.75-1.25).
 """
 
 from __future__ import annotations
