@@ -360,7 +360,7 @@ class BaseConnectionPool(Pool[_Entry]):
         "_closed", "_generation", "_suspect_before",
         "_entries", "_serials", "_orphans", "_gate", "_sweeper", "_opened", "_closed_count",
         "_connect_failures", "_connect_timeouts", "_expired", "_lost", "_bad_returns",
-        "_orphan_count", "_usage_time", "_wait_time", "_track_takers",
+        "_orphan_count", "_usage_time", "_wait_time", "_track_takers", "_kept_wrappers",
     )
 
     def __init__(
