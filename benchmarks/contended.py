@@ -911,6 +911,14 @@ class Summary:
     note: str = ""
 
 
+def quartiles(values: list[Optional[float]]) -> tuple[Optional[float], Optional[float]]:
+    """The first and third quartiles of the values present (None, None if none)."""
+    present = sorted(v for v in values if v is not None)
+    if not present:
+        return None, None
+    return percentile(present, 0.25), percentile(present, 0.75)
+
+
 def summarise(rec: Record, kind: str) -> Summary:
     samples = rec.samples.get(kind, [])
     s = Summary(rec.hub, rec.db, kind, rec.label, rec.kind, rec.workers, len(samples),
@@ -919,14 +927,10 @@ def summarise(rec: Record, kind: str) -> Summary:
         return s
     s.qps = med([x.qps for x in samples])
     s.ratio = med([x.ratio for x in samples])
-    ratios = sorted(x.ratio for x in samples if x.ratio is not None)
-    if ratios:
-        s.ratio_q1, s.ratio_q3 = percentile(ratios, 0.25), percentile(ratios, 0.75)
+    s.ratio_q1, s.ratio_q3 = quartiles([x.ratio for x in samples])
     s.ratio_nopool = med([x.ratio_nopool for x in samples])
     s.ratio_fifo = med([x.ratio_fifo for x in samples])
-    to_fifo = sorted(x.ratio_fifo for x in samples if x.ratio_fifo is not None)
-    if to_fifo:
-        s.ratio_fifo_q1, s.ratio_fifo_q3 = percentile(to_fifo, 0.25), percentile(to_fifo, 0.75)
+    s.ratio_fifo_q1, s.ratio_fifo_q3 = quartiles([x.ratio_fifo for x in samples])
     s.p50 = med([x.wait_p50 for x in samples])
     s.p99 = med([x.wait_p99 for x in samples])
     worst = [x.wait_max for x in samples if x.wait_max is not None]

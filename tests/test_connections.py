@@ -197,7 +197,7 @@ def test_a_wrapper_held_for_good_stays_returned_under_contention(make_pool, hub)
     assert len(pool._kept_wrappers) <= pool.max_size + 8
 
 
-def test_an_older_spare_dropped_while_checked_out_frees_its_slot(make_pool, db, hub):
+def test_a_kept_wrapper_dropped_while_checked_out_frees_its_slot(make_pool, db, hub):
     pool = make_pool(max_size=1)
     first = pool.get()
     pool.put(first)
