@@ -474,12 +474,11 @@ class BaseConnectionPool(Pool[_Entry]):
         self._plain_return = self._returns_plainly()
 
     def _returns_plainly(self) -> bool:
-        """Whether returns may take put()'s short path: on a green hub (no lock), with
-        the pool's cleanup the rollback (skipped when no transaction is open), idle
-        reuse allowed, and the pool not above its size (resize)."""
+        """Whether returns may take put()'s short path: with the pool's cleanup the
+        rollback (skipped when no transaction is open), idle reuse allowed, and the
+        pool not above its size (resize)."""
         return (
-            self._cooperative
-            and self.max_idle != 0
+            self.max_idle != 0
             and self._cleanup in (None, cleanup_rollback)
             and self.current_size <= self.max_size
         )
@@ -683,9 +682,11 @@ class BaseConnectionPool(Pool[_Entry]):
         """
         with self._lock:
             idle = set(self.free_items)
+            # A copy: connections are added and discarded outside the lock (by
+            # other OS threads, on the threads hub), and _deadline() is Python code.
             return min(
                 (self._deadline(entry, entry.last_used if entry in idle else now)
-                 for entry in self._entries),
+                 for entry in list(self._entries)),
                 default=_INF,
             )
 
@@ -1038,24 +1039,48 @@ class BaseConnectionPool(Pool[_Entry]):
             # None, a returned or foreign connection, or a probe that failed:
             # _return_checked() sorts it out.
             common = False
+        locked = False
+        if common and not self._cooperative:
+            # OS threads: what another thread may have changed since is tested again
+            # under the lock (a second put() of this wrapper, close(), drain(), resize()).
+            self._lock.acquire()
+            locked = True
+            if not (
+                cell[0] is entry
+                and entry.in_use
+                and self._plain_return
+                and not self._closed
+                and entry.generation == self._generation
+                and self.current_size <= self.max_size
+            ):
+                self._lock.release()
+                locked = common = False
         if common:
-            cell[0] = None  # the wrapper is returned: false and unusable
-            entry.in_use = False
-            entry.spare = conn
-            self._usage_time += now - entry.taken_at
-            # _touch(), inlined: this is the path of nearly every return.
-            entry.last_used = now
-            entry.vetted_until = now + self._quiet if now < entry.quiet_cutoff else entry.expires_at
-            # To the oldest waiter if any, else to the idle list: Pool.put, inlined.
-            # (The sweeper needs no word: see _next_sweep.)
-            waiters = self._waiters
-            if waiters:
-                waiter = waiters.popleft()
-                waiter.value = entry
+            waiter = None
+            try:
+                cell[0] = None  # the wrapper is returned: false and unusable
+                entry.in_use = False
+                entry.spare = conn
+                self._usage_time += now - entry.taken_at
+                # _touch(), inlined: this is the path of nearly every return.
+                entry.last_used = now
+                entry.vetted_until = (
+                    now + self._quiet if now < entry.quiet_cutoff else entry.expires_at
+                )
+                # To the oldest waiter if any, else to the idle list: Pool.put, inlined.
+                # (The sweeper needs no word: see _next_sweep.)
+                waiters = self._waiters
+                if waiters:
+                    waiter = waiters.popleft()
+                    waiter.value = entry
+                else:
+                    file_idle = self._file_idle
+                    file_idle(entry)
+            finally:
+                if locked:
+                    self._lock.release()
+            if waiter is not None:
                 waiter.set()
-            else:
-                file_idle = self._file_idle
-                file_idle(entry)
             return
         if conn is None:
             self._put_none()
