@@ -1056,7 +1056,6 @@ class BaseConnectionPool(Pool[_Entry]):
                 self._lock.release()
                 locked = common = False
         if common:
-            waiter = None
             try:
                 cell[0] = None  # the wrapper is returned: false and unusable
                 entry.in_use = False
@@ -1073,14 +1072,13 @@ class BaseConnectionPool(Pool[_Entry]):
                 if waiters:
                     waiter = waiters.popleft()
                     waiter.value = entry
+                    waiter.set()  # never switches; on threads, releases the waiter's lock
                 else:
                     file_idle = self._file_idle
                     file_idle(entry)
             finally:
                 if locked:
                     self._lock.release()
-            if waiter is not None:
-                waiter.set()
             return
         if conn is None:
             self._put_none()
