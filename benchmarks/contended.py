@@ -55,16 +55,26 @@ on either query, and ``x ideal`` is the pool's efficiency.
 
 Measuring: the database phases run in ``--rounds`` (5) interleaved rounds;
 in each round every contender, in a rotating order, is built (its
-connections opened before the clock starts), measured, and closed, so that
-no more than 64 + 2 S connections are open at a time (on MariaDB, which
-allows 151 connections and takes 20 ms per connect, the 64 of ``no pool``
-stay open, idle, between its turns).  ``ideal`` stays open throughout,
-because every measurement is paired with it: for each query, contender and
-ideal first run ``--settle`` (0.1 s) unmeasured, then ``--pairs`` (2)
-windows of the contender alternate with windows of ideal, ideal first and
-last (I c I c I), each window a ``--warmup`` (0.02 s) then ``--window``
-(0.08 s) measured.  The contender's ratio to ideal for that round is its
-q/s over those windows divided by ideal's over the windows around them.
+connections opened before the clock starts) together with an ``ideal`` of
+its own, measured, and closed with it, so that no more than 64 + 2 S
+connections are open at a time (on MariaDB, which allows 151 connections
+and takes 20 ms per connect, the 64 of ``no pool`` and their ideal stay
+open, idle, between its turns).  Every measurement is paired with that
+ideal: for each query, contender and ideal first run ``--settle`` (0.1 s)
+unmeasured, then ``--pairs`` (2) windows of the contender alternate with
+windows of ideal, ideal first and last (I c I c I), each window a
+``--warmup`` (0.02 s) then ``--window`` (0.08 s) measured.  The contender's
+ratio to ideal for that round is its q/s over those windows divided by
+ideal's over the windows around them.
+
+Why an ideal per contender, opened with it: connections of the same age.
+Against one ideal kept open for the whole run, ``no pool`` with W = S (the
+ideal's very workload on connections opened for the round) read 0.80-0.90
+of it on PostgreSQL's ``SELECT 1`` in four runs of 9 rounds; with its
+connections kept open across rounds instead, 0.94-1.06 (with new worker
+threads each round: 1.04-1.06).  Connections opened seconds ago run slower
+here than connections open for minutes, for reasons of the machine, not of
+any pool, and a pool's connections are always the new ones.
 
 Why paired windows: on this shared machine the client's speed moves by a
 fifth or more from one tenth of a second to the next (the same dedicated
@@ -266,6 +276,7 @@ class FifoPool:
         self._lock = hub.lock()  # never held across a switch
 
     def get(self) -> Any:
+        waiter: Optional[list[Any]]  # [the waiter, the connection handed over]
         with self._lock:
             if self._idle:
                 return self._idle.popleft()
@@ -754,7 +765,8 @@ def reachable(db: str) -> str:
     return ""
 
 
-Kept = dict[str, tuple[Built, Runner]]
+#: A contender kept open across rounds, and its ideal.
+Kept = dict[str, tuple[tuple[Built, Runner], tuple[Built, Runner]]]
 
 
 def shut(built: Built, runner: Runner) -> None:
@@ -764,8 +776,9 @@ def shut(built: Built, runner: Runner) -> None:
 
 
 def run_turn(c: Contender, ctx: Ctx, rec: Record, sqls: dict[str, str], kept: Kept,
-             ideal: tuple[Built, Runner], ideal_rec: Record) -> None:
-    """Build ``c`` (or take it from ``kept``), measure every query, close it (or keep it).
+             ideal_c: Contender, ideal_rec: Record) -> None:
+    """Build ``c`` and its ideal (or take both from ``kept``), measure every query,
+    close both (or keep them).
 
     Each query is measured in ``--pairs`` windows of ``c``, each between two
     windows of the ideal baseline (I c I c I): the ratio to ideal compares
@@ -775,7 +788,7 @@ def run_turn(c: Contender, ctx: Ctx, rec: Record, sqls: dict[str, str], kept: Ke
     """
     args = ctx.args
     if c.label in kept:
-        built, runner = kept.pop(c.label)
+        (built, runner), (ideal_built, ideal_runner) = kept.pop(c.label)
     else:
         set_psycopg2_green(True)
         try:
@@ -784,8 +797,15 @@ def run_turn(c: Contender, ctx: Ctx, rec: Record, sqls: dict[str, str], kept: Ke
             rec.note = f"could not build: {exc!r}"[:100]
             return
         runner = Runner(built)
+        set_psycopg2_green(True)
+        try:
+            ideal_built = ideal_c.build(ctx)  # opened with the contender's: the same age
+        except BaseException:
+            shut(built, runner)
+            raise
+        ideal_runner = Runner(ideal_built)
+    ideal_rec.workers = ideal_built.workers
     rec.workers = built.workers
-    ideal_built, ideal_runner = ideal
 
     def window(which: Built, run: Runner, sql: str,
                warmup: float = args.warmup, seconds: float = args.window) -> Window:
@@ -813,11 +833,13 @@ def run_turn(c: Contender, ctx: Ctx, rec: Record, sqls: dict[str, str], kept: Ke
             ideal_rec.samples.setdefault(kind, []).append(baseline)
     except BaseException:
         shut(built, runner)
+        shut(ideal_built, ideal_runner)
         raise
     if ctx.db in c.keep_open:
-        kept[c.label] = (built, runner)
+        kept[c.label] = ((built, runner), (ideal_built, ideal_runner))
     else:
         shut(built, runner)
+        shut(ideal_built, ideal_runner)
 
 
 def bench_db(db: str, args: argparse.Namespace, workers: int) -> list[Record]:
@@ -838,21 +860,17 @@ def bench_db(db: str, args: argparse.Namespace, workers: int) -> list[Record]:
             runnable.append((c, rec))
     ideal_c, ideal_rec = next((c, rec) for c, rec in runnable if c.label == IDEAL)
     runnable = [(c, rec) for c, rec in runnable if c.label != IDEAL]
-    set_psycopg2_green(True)
-    ideal_built = ideal_c.build(ctx)  # open throughout: every contender is paired with it
-    ideal = (ideal_built, Runner(ideal_built))
-    ideal_rec.workers = ideal_built.workers
     kept: Kept = {}
     try:
         for r in range(args.rounds):
             log(f"  {db}: round {r + 1} of {args.rounds}")
             k = r % len(runnable) if runnable else 0
             for c, rec in runnable[k:] + runnable[:k]:
-                run_turn(c, ctx, rec, sqls, kept, ideal, ideal_rec)
+                run_turn(c, ctx, rec, sqls, kept, ideal_c, ideal_rec)
     finally:
-        for built, runner in kept.values():
-            shut(built, runner)
-        shut(*ideal)
+        for pair in kept.values():
+            for built, runner in pair:
+                shut(built, runner)
     # Ratios to the no-pool baseline and to the FIFO reference, round by round (each
     # already paired with ideal).
     by_label = {rec.label: rec for rec in records}
