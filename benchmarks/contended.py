@@ -797,13 +797,13 @@ def run_turn(c: Contender, ctx: Ctx, rec: Record, sqls: dict[str, str], kept: Ke
             rec.note = f"could not build: {exc!r}"[:100]
             return
         runner = Runner(built)
-        set_psycopg2_green(True)
         try:
             ideal_built = ideal_c.build(ctx)  # opened with the contender's: the same age
         except BaseException:
             shut(built, runner)
             raise
         ideal_runner = Runner(ideal_built)
+    turn = ((built, runner), (ideal_built, ideal_runner))
     ideal_rec.workers = ideal_built.workers
     rec.workers = built.workers
 
@@ -813,11 +813,12 @@ def run_turn(c: Contender, ctx: Ctx, rec: Record, sqls: dict[str, str], kept: Ke
             set_psycopg2_green(which.green)
         return run.run_window(sql, warmup, seconds)
 
+    keep = False
     try:
         for kind, sql in sqls.items():
-            # Settle both first: a new query, and a contender's new connections, run slow
-            # for a moment (and the machine speeds up again after the idle sleep query).
-            for which, run in ((built, runner), (ideal_built, ideal_runner)):
+            # Settle both first: a new query, and new connections, run slow for a
+            # moment (and the machine speeds up again after the idle sleep query).
+            for which, run in turn:
                 window(which, run, sql, args.settle, 0.0)
             ideal_windows = [window(ideal_built, ideal_runner, sql)]
             windows = []
@@ -831,15 +832,13 @@ def run_turn(c: Contender, ctx: Ctx, rec: Record, sqls: dict[str, str], kept: Ke
                 sample.ratio = sample.qps / baseline.qps
             rec.samples.setdefault(kind, []).append(sample)
             ideal_rec.samples.setdefault(kind, []).append(baseline)
-    except BaseException:
-        shut(built, runner)
-        shut(ideal_built, ideal_runner)
-        raise
-    if ctx.db in c.keep_open:
-        kept[c.label] = ((built, runner), (ideal_built, ideal_runner))
-    else:
-        shut(built, runner)
-        shut(ideal_built, ideal_runner)
+        keep = ctx.db in c.keep_open
+    finally:
+        if keep:
+            kept[c.label] = turn
+        else:
+            for which, run in turn:
+                shut(which, run)
 
 
 def bench_db(db: str, args: argparse.Namespace, workers: int) -> list[Record]:
