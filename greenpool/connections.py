@@ -791,6 +791,19 @@ class BaseConnectionPool(Pool[_Entry]):
             # (Read into a local: a slot holding a builtin defeats LOAD_METHOD's fast path.)
             clock = self._clock
             now = started = clock()
+        elif self._green_open and self.current_size >= self.max_size:
+            # Contended, on a green hub (nothing else runs until the wait): queue at once,
+            # without Pool.get()'s tests, all known here.
+            if timeout is _MISSING:
+                timeout = self.timeout
+            clock = self._clock
+            started = clock()
+            self._requests += 1
+            entry = self._await_item(self._enqueue_locked(), timeout)
+            now = clock()
+            self._wait_time += now - started
+            if self._closed:  # while this caller waited
+                self._refuse(entry)
         else:
             if self._closed:
                 raise PoolClosed(f"{self._label()} is closed")

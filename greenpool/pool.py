@@ -231,9 +231,8 @@ class Pool(Generic[T]):
                 return free.popleft()
         else:
             self._lock.acquire()
-        # The critical section, inline rather than a method: for a caller that queues,
-        # which is every caller under contention, a call is a measurable share of the
-        # hand-off.  An idle item is taken, a slot reserved (waiter None), or a waiter queued.
+        # The critical section: an idle item is taken, a slot reserved (waiter None), or
+        # the caller queued.
         try:
             self._requests += 1
             if self.free_items:
@@ -243,27 +242,39 @@ class Pool(Generic[T]):
                 self._creating += 1
                 waiter = None
             else:
-                waiters = self._waiters
-                if self.max_waiting is not None and len(waiters) >= self.max_waiting:
-                    raise TooManyWaiters(
-                        f"{self._label()}: {len(waiters)} callers already wait "
-                        f"(max_waiting={self.max_waiting})"
-                    )
-                waiter = self._new_waiter()
-                waiter.value = _WAITING
-                if not waiters:
-                    self._first_waiter()
-                waiters.append(waiter)
-                self._waits += 1
+                waiter = self._enqueue_locked()
         finally:
             if not cooperative:
                 self._lock.release()
         if waiter is None:
             deadline = None if timeout is None else self._clock() + timeout
             return self._create_in_slot(deadline)
-        # Waited for in this frame, not in a helper: resuming a parked caller touches
-        # every frame on its stack, and with hundreds of callers taking turns those
-        # frames are no longer in the CPU's caches.
+        return self._await_item(waiter, timeout)
+
+    def _enqueue_locked(self) -> Waiter:
+        """Queue the caller (in a critical section): no item is idle and no slot free."""
+        waiters = self._waiters
+        if self.max_waiting is not None and len(waiters) >= self.max_waiting:
+            raise TooManyWaiters(
+                f"{self._label()}: {len(waiters)} callers already wait "
+                f"(max_waiting={self.max_waiting})"
+            )
+        waiter = self._new_waiter()
+        waiter.value = _WAITING
+        if not waiters:
+            self._first_waiter()
+        waiters.append(waiter)
+        self._waits += 1
+        return waiter
+
+    def _await_item(self, waiter: Waiter, timeout: Optional[float]) -> T:
+        """Wait, queued as ``waiter``, for an item (or the right to create one).
+
+        Subclasses that check out their own way queue with
+        :meth:`_enqueue_locked` and wait here, without :meth:`get`'s other
+        tests.  Whatever interrupts the wait, what the caller was given is
+        passed on.
+        """
         deadline = None
         try:
             if timeout is not None:

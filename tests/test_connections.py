@@ -544,6 +544,39 @@ def test_pool_level_checkout_timeout(make_pool):
     pool.put(held)
 
 
+def test_full_pool_checkout_every_way_out_of_the_wait(make_pool, db, hub):
+    # A full pool queues callers at once (on green hubs without Pool.get()'s tests):
+    # served in order, timed out, refused beyond max_waiting, killed, and every way
+    # out leaves the pool whole.
+    pool = make_pool(max_size=1, max_waiting=3)
+    held = pool.get()
+    with pytest.raises(PoolTimeout):
+        pool.get(timeout=0.01)
+    first = Spawned(hub, pool.get)
+    wait_until(hub, lambda: pool.waiting() == 1)
+    second = Spawned(hub, pool.get, 5)
+    third = Spawned(hub, pool.get)
+    wait_until(hub, lambda: pool.waiting() == 3)
+    with pytest.raises(greenpool.TooManyWaiters, match="max_waiting=3"):
+        pool.get()
+    if hub.green:
+        third.kill()
+        assert third.done.wait(5)
+        wait_until(hub, lambda: pool.waiting() == 2)
+    pool.put(held)
+    got = first.wait()
+    assert got and pool.waiting() == (1 if hub.green else 2)
+    pool.put(got)
+    got = second.wait()
+    assert got and pool.waiting() == (0 if hub.green else 1)
+    pool.put(got)
+    if not hub.green:
+        pool.put(third.wait())
+    s = pool.stats()
+    assert (s.size, s.idle, s.in_use, s.waiting, s.opened) == (1, 1, 0, 0, 1)
+    assert s.timeouts == 1 and s.wait_time > 0  # the waits that were served
+
+
 @pytest.mark.parametrize(
     "kwargs, error, text",
     [
