@@ -35,10 +35,12 @@ from .pool import Pool, PoolStats
 from .proxy import (
     SOLE_HOLDER_REFS,
     UNHELD_REFS,
+    Cell,
     PooledConnectionWrapper,
     ThreadProxy,
     _new_wrapper,
     _set_cell,
+    new_cell,
     refcount,
 )
 from .proxy import detach as _detach
@@ -148,7 +150,7 @@ class _Entry:
         self.leak_reported = False
         # The cell of the wrapper last handed out, and that wrapper once it is back
         # (kept for reuse; never held while checked out, or a dropped one would live on).
-        self.cell: Optional[list[Any]] = None
+        self.cell: Optional[Cell] = None
         self.spare: Optional[PooledConnectionWrapper] = None
 
     def __repr__(self) -> str:
@@ -292,13 +294,13 @@ class _Checkout:
         if pool._track_takers and pool.leak_timeout is None:
             # get() recorded this frame as where the connection was taken: name the caller's.
             frame = sys._getframe(1)
-            conn._cell[0].taken_where = (frame.f_code, frame.f_lasti)
+            conn._cell.entry.taken_where = (frame.f_code, frame.f_lasti)
         return conn
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         conn = self._conn
         self._conn = None
-        if conn._cell[0] is not None:  # unless given back in the block
+        if conn._cell.entry is not None:  # unless given back in the block
             if exc_type is None:
                 self._pool.put(conn, self._cleanup)
             else:
@@ -448,7 +450,7 @@ class BaseConnectionPool(Pool[_Entry]):
         self._entries: set[_Entry] = set()
         self._serials = 0
         # (entry, cell) of wrappers collected while checked out; see PooledConnectionWrapper.
-        self._orphans: Deque[tuple[_Entry, list[Any]]] = deque()
+        self._orphans: Deque[tuple[_Entry, Cell]] = deque()
         # Returned wrappers that were still held when their entry was next checked out,
         # oldest first, for reuse once nobody holds them: see the end of get().
         self._kept_wrappers: Deque[PooledConnectionWrapper] = deque()
@@ -848,7 +850,7 @@ class BaseConnectionPool(Pool[_Entry]):
             and getweakrefcount(wrapper) == 0
         ):
             entry.spare = None
-            entry.cell[0] = entry  # type: ignore[index]
+            entry.cell.entry = entry  # type: ignore[union-attr]
             return wrapper
         # The spare is missing or still held: by a loop that keeps its last connection
         # in a variable while it checks out the next (``conn = pool.get()`` at the top
@@ -870,11 +872,11 @@ class BaseConnectionPool(Pool[_Entry]):
             wrapper = None
         if wrapper is None:
             wrapper = _new_wrapper(PooledConnectionWrapper)  # see _new_wrapper
-            cell = [entry]
+            cell = new_cell(entry)
             _set_cell(wrapper, cell)
         else:
             cell = wrapper._cell
-            cell[0] = entry
+            cell.entry = entry
         entry.cell = cell
         return wrapper
 
@@ -1039,7 +1041,7 @@ class BaseConnectionPool(Pool[_Entry]):
             clock = self._clock
             probe = self._idle_probe
             cell = conn._cell
-            entry = cell[0]
+            entry = cell.entry
             common = (
                 entry.pool is self
                 and entry.in_use
@@ -1059,7 +1061,7 @@ class BaseConnectionPool(Pool[_Entry]):
             self._lock.acquire()
             locked = True
             if not (
-                cell[0] is entry
+                cell.entry is entry
                 and entry.in_use
                 and self._plain_return
                 and not self._closed
@@ -1070,7 +1072,7 @@ class BaseConnectionPool(Pool[_Entry]):
                 locked = common = False
         if common:
             try:
-                cell[0] = None  # the wrapper is returned: false and unusable
+                cell.entry = None  # the wrapper is returned: false and unusable
                 entry.in_use = False
                 entry.spare = conn
                 self._usage_time += now - entry.taken_at

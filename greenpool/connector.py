@@ -272,7 +272,7 @@ class _ConnectorPool(BaseConnectionPool):
         except BaseException:
             connector._give_token(token)
             raise
-        entry = conn._cell[0]
+        entry = conn._cell.entry
         if entry is not None:
             if self._track_takers and self.leak_timeout is None:
                 frame = sys._getframe(1)  # get() above recorded this frame: name the caller's

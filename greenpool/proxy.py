@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import operator
 import sys
 import types
 from collections import deque
@@ -88,25 +89,31 @@ class GenericConnectionWrapper:
         return f"<{type(self).__name__} for {self._base!r}>"
 
 
-class _Forwarded:
+class Cell:
+    """What a wrapper and its pool's entry share: ``entry`` while the connection
+    is checked out, None once it is returned."""
+
+    __slots__ = ("entry",)
+
+    entry: Optional[_Entry]
+
+
+def new_cell(entry: _Entry) -> Cell:
+    cell = Cell()
+    cell.entry = entry
+    return cell
+
+
+def _forwarded(name: str) -> Any:
     """A connection attribute read on every query (``cursor``, ``commit``, ``rollback``).
 
-    Gives exactly what :meth:`PooledConnectionWrapper.__getattr__` would (the
+    Gives what :meth:`PooledConnectionWrapper.__getattr__` would (the
     connection's own attribute, :class:`~greenpool.errors.ConnectionReturned`
     once returned) without first failing the ordinary lookup, which costs
-    about three times as much.
+    about three times as much: a property whose getter is compiled, whose
+    AttributeError, once the entry is gone, hands over to ``__getattr__``.
     """
-
-    __slots__ = ("name",)
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    def __get__(self, wrapper: Any, owner: Optional[type] = None) -> Any:
-        if wrapper is None:
-            return self
-        entry = wrapper._cell[0]
-        return getattr(_RETURNED if entry is None else entry.delegate, self.name)
+    return property(operator.attrgetter(f"_cell.entry.delegate.{name}"))
 
 
 class PooledConnectionWrapper(GenericConnectionWrapper):
@@ -117,7 +124,7 @@ class PooledConnectionWrapper(GenericConnectionWrapper):
     unknown) and a warning names where it was taken.  That happens in the
     pool's next operation, never inside the garbage collector.
 
-    The wrapper's one slot is its *cell*, a one-item list holding the pool's
+    The wrapper's one slot is its *cell*, a :class:`Cell` holding the pool's
     entry while the connection is checked out and None once it is returned.
     A returned wrapper that nobody references any more is handed out again
     by the next checkout of the same connection (see :data:`SOLE_HOLDER_REFS`),
@@ -130,56 +137,56 @@ class PooledConnectionWrapper(GenericConnectionWrapper):
 
     __slots__ = ("_cell", "__weakref__")
 
-    cursor = _Forwarded()
-    commit = _Forwarded()
-    rollback = _Forwarded()
+    cursor = _forwarded("cursor")
+    commit = _forwarded("commit")
+    rollback = _forwarded("rollback")
 
     def __init__(self, entry: _Entry) -> None:
         # The entry knows its current wrapper's cell: that is how an orphan is recognised.
-        cell = entry.cell = [entry]
+        cell = entry.cell = new_cell(entry)
         _set_cell(self, cell)
 
     @property
     def _entry(self) -> Optional[_Entry]:
         """The pool's entry while checked out, None once returned."""
-        return self._cell[0]
+        return self._cell.entry
 
     @property
     def _base(self) -> Any:
-        entry = self._cell[0]
+        entry = self._cell.entry
         return _RETURNED if entry is None else entry.delegate
 
     @property
     def _pool(self) -> Optional[BaseConnectionPool]:
-        entry = self._cell[0]
+        entry = self._cell.entry
         return None if entry is None else entry.pool
 
     def __getattr__(self, name: str) -> Any:
-        entry = self._cell[0]
+        entry = self._cell.entry
         if entry is None:
             return getattr(_RETURNED, name)
         return getattr(entry.delegate, name)
 
     def close(self) -> None:
         """Return the connection to its pool (a no-op if already returned)."""
-        entry = self._cell[0]
+        entry = self._cell.entry
         if entry is not None:
             entry.pool.put(self)
 
     def __bool__(self) -> bool:
-        return self._cell[0] is not None
+        return self._cell.entry is not None
 
     def __del__(self) -> None:
         # Only a deque append here: no I/O, no locks, safe inside the garbage collector.
         cell = self._cell
-        entry = cell[0]
+        entry = cell.entry
         if entry is not None:
             pool = entry.pool
             pool._orphans.append((entry, cell))
             pool._green_open = False  # get() must look at the queue: see _collect_orphans
 
     def __repr__(self) -> str:
-        entry = self._cell[0]
+        entry = self._cell.entry
         if entry is None:
             return "<PooledConnectionWrapper returned>"
         return f"<PooledConnectionWrapper {entry.delegate!r} from {entry.pool!r}>"
@@ -197,7 +204,7 @@ _new_wrapper = object.__new__
 
 def detach(wrapper: PooledConnectionWrapper) -> None:
     """Cut a wrapper from its entry: from now on it is returned (false, unusable)."""
-    wrapper._cell[0] = None
+    wrapper._cell.entry = None
 
 
 class _SpareHolder:
