@@ -793,29 +793,24 @@ class BaseConnectionPool(Pool[_Entry]):
             # (Read into a local: a slot holding a builtin defeats LOAD_METHOD's fast path.)
             clock = self._clock
             now = started = clock()
-        elif self._green_open and self.current_size >= self.max_size:
-            # Contended, on a green hub (nothing else runs until the wait): queue at once,
-            # without Pool.get()'s tests, all known here.
+        else:
+            if not self._green_open:  # closed, orphans queued, or OS threads
+                if self._closed:
+                    raise PoolClosed(f"{self._label()} is closed")
+                if self._orphans:
+                    self._collect_orphans()
             if timeout is _MISSING:
                 timeout = self.timeout
             clock = self._clock
             started = clock()
-            self._requests += 1
-            entry = self._await_item(self._enqueue_locked(), timeout)
+            if self._green_open and self.current_size >= self.max_size:
+                # Full, on a green hub (nothing else runs until the wait): queue at once,
+                # without Pool.get()'s tests, all made here.
+                self._requests += 1
+                entry = self._await_item(self._enqueue_locked(), timeout)
+            else:
+                entry = Pool.get(self, timeout)  # waits for a connection, or opens one
             now = clock()
-            self._wait_time += now - started
-            if self._closed:  # while this caller waited
-                self._refuse(entry)
-        else:
-            if self._closed:
-                raise PoolClosed(f"{self._label()} is closed")
-            if self._orphans:
-                self._collect_orphans()
-            if timeout is _MISSING:
-                timeout = self.timeout
-            started = self._clock()
-            entry = Pool.get(self, timeout)  # waits for a connection, or opens one
-            now = self._clock()
             self._wait_time += now - started
             if self._closed:  # while this caller waited or connected
                 self._refuse(entry)

@@ -99,6 +99,7 @@ class Cell:
 
 
 def new_cell(entry: _Entry) -> Cell:
+    """A cell holding ``entry`` (a wrapper's, while it is checked out)."""
     cell = Cell()
     cell.entry = entry
     return cell
