@@ -577,6 +577,41 @@ def test_full_pool_checkout_every_way_out_of_the_wait(make_pool, db, hub):
     assert s.timeouts == 1 and s.wait_time > 0  # the waits that were served
 
 
+class _Expired(Exception):
+    pass
+
+
+@pytest.mark.parametrize("how", ["hub-timeout", "kill-after-handoff"])
+def test_full_pool_waiter_interrupted_loses_no_connection(pool_cls, db, green_hub, how):
+    # A hub Timeout in the wait, or a kill landing after the connection was handed
+    # over but before the waiter ran: the connection goes to the next in line.
+    pool = pool_cls(db, max_size=1, hub=green_hub)
+    held = pool.get()
+
+    def impatient():
+        with green_hub.timeout(0.02, _Expired()):
+            return pool.get()
+
+    doomed = Spawned(green_hub, impatient if how == "hub-timeout" else pool.get)
+    wait_until(green_hub, lambda: pool.waiting() == 1)
+    next_in_line = Spawned(green_hub, pool.get, 5)
+    wait_until(green_hub, lambda: pool.waiting() == 2)
+    if how == "hub-timeout":
+        assert isinstance(doomed.outcome(), _Expired)
+        pool.put(held)
+    else:
+        pool.put(held)  # handed to the doomed waiter, which has not run yet
+        doomed.kill()
+        doomed.outcome()
+    if doomed.value is not None:  # served before the kill landed (gevent may): it owns it
+        pool.put(doomed.value)
+    pool.put(next_in_line.wait())
+    s = pool.stats()
+    assert (s.size, s.idle, s.in_use, s.waiting) == (1, 1, 0, 0)
+    assert db.connects == 1 and db.open_connections() == [db.connections[0]]
+    pool.close()
+
+
 @pytest.mark.parametrize(
     "kwargs, error, text",
     [
