@@ -3,7 +3,8 @@
 The pool parks each queued ``get()`` on one; these are the properties it
 relies on: a value handed over with ``set()``, timed waits, no resumption of
 a task that stopped waiting, wake-ups in the order they were set, and (green
-hubs) timers and I/O served between batches of wake-ups.
+hubs) timers and I/O served between batches of wake-ups, with a direct
+hand-off to a woken waiter only where the hub's turns wake few.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def test_waiters_wake_in_the_order_they_were_set(hub):
 
 def test_a_chain_of_hand_offs_does_not_keep_the_hub_from_timers(green_hub):
     """Two tasks waking each other without any I/O still let a timer fire meanwhile:
-    woken waiters are resumed in batches, with a turn of the hub between them."""
+    woken waiters are resumed in batches, with a turn of the hub between them, and a
+    direct hand-off from a parking task to a woken one happens at most once a turn."""
     hub = green_hub
     rounds = 3000
     count = [0]
@@ -115,6 +117,71 @@ def test_a_chain_of_hand_offs_does_not_keep_the_hub_from_timers(green_hub):
     b.wait()
     sleeper.wait()
     assert seen_at and seen_at[0] < 2 * rounds, seen_at
+
+
+def _hand_off_order(hub, load: float) -> list[str]:
+    """Task a wakes waiting task b, then parks: is b resumed before the hub's next
+    turn (a direct hand-off) or after it?  ``load`` is the hub's recent wake-ups per
+    turn, set before a wakes b."""
+    order: list[str] = []
+    wa, wb = hub.waiter(), hub.waiter()
+    loop = wa._current_hub()
+
+    def b():
+        wb.wait(5)
+        order.append("b")
+
+    def a():
+        loop._greenpool_resumer.load = load
+        wa._call_soon(loop)(lambda: order.append("hub turn"))
+        wb.set()
+        wa.wait(5)
+        order.append("a")
+
+    tb = Spawned(hub, b)
+    wait_until(hub, lambda: wb._task is not None)
+    ta = Spawned(hub, a)
+    wait_until(hub, lambda: len(order) == 2)
+    wa.set()
+    ta.wait()
+    tb.wait()
+    return order
+
+
+def test_a_parking_task_hands_off_to_a_woken_waiter_when_turns_wake_few(green_hub):
+    """When the hub's turns wake about one waiter each, a task about to park switches
+    straight to the oldest woken waiter: it runs before the hub's next turn."""
+    assert _hand_off_order(green_hub, load=1.0) == ["b", "hub turn", "a"]
+
+
+def test_woken_waiters_stay_batched_when_turns_wake_several(green_hub):
+    from greenpool.hubs.green import BATCHING_LOAD
+
+    assert _hand_off_order(green_hub, load=BATCHING_LOAD) == ["hub turn", "b", "a"]
+
+
+def test_turns_that_wake_several_waiters_raise_the_load_and_single_ones_lower_it(green_hub):
+    from greenpool.hubs.green import BATCHING_LOAD
+
+    hub = green_hub
+    loop = hub.waiter()._current_hub()
+
+    def wake_together(count: int) -> None:
+        waiters = [hub.waiter() for _ in range(count)]
+        tasks = [Spawned(hub, w.wait, 5) for w in waiters]
+        wait_until(hub, lambda: all(w._task is not None for w in waiters))
+        for w in waiters:
+            w.set()
+        for task in tasks:
+            assert task.wait() is True
+
+    wake_together(1)
+    loop._greenpool_resumer.load = 1.0
+    wake_together(8)
+    assert loop._greenpool_resumer.load >= BATCHING_LOAD
+    for _ in range(10):
+        wake_together(1)
+    assert loop._greenpool_resumer.load < BATCHING_LOAD
 
 
 @pytest.mark.parametrize("direction", ["read", "write"])

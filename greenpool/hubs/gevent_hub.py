@@ -38,11 +38,15 @@ class _GeventWaiter(GreenWaiter):
         return hub.loop.run_callback
 
     @staticmethod
-    def _park(hub: Any, task: Any) -> None:
+    def _plain(hub: Any, task: Any) -> bool:
         # gevent's Hub.switch() first looks for a ``switch_out`` hook on the task (a
-        # failed attribute lookup on every park) and then does this greenlet switch; a
-        # task of a type without the hook goes straight to it.  The hub's own greenlet
-        # has the hook (it refuses to block), so it still goes through switch().
+        # failed attribute lookup on every park) and then does a greenlet switch.  The
+        # hub's own greenlet has the hook (it refuses to block).
+        return type(task) in _PLAIN_TASKS
+
+    @staticmethod
+    def _park(hub: Any, task: Any) -> None:
+        # A plain task goes straight to the greenlet switch.
         if type(task) in _PLAIN_TASKS:
             _switch(hub)
         else:
