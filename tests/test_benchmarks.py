@@ -50,3 +50,29 @@ def test_checkout_benchmark_runs(hub):
     assert "greenpool Raw, hub=eventlet" in out, out
     assert "greenpool Raw, hub=gevent" in out, out
     assert "vs minimal FIFO pool (bare hand-off)" in out, out
+
+
+def _paired():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "benchmarks_paired", os.path.join(ROOT, "benchmarks", "paired.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("ours, theirs, verdict", [
+    ([0.99] * 5, [0.98] * 5, True),  # 5 of 5: p = 1/32
+    ([0.98] * 5, [0.99] * 5, False),
+    ([0.99, 0.99, 0.99, 0.99, 0.97], [0.98] * 5, None),  # 4 of 5: p = 6/32
+    ([0.99] * 8 + [0.97], [0.98] * 9, True),  # 8 of 9: p = 10/512
+    ([0.99] * 7 + [0.97] * 2, [0.98] * 9, None),  # 7 of 9: p = 46/512
+    ([0.99, 0.98, None, 0.99, 0.99, 0.99, 0.99], [0.98, 0.98, 0.5, 0.98, 0.98, 0.98, 0.98],
+     True),  # ties and missing rounds left out: 5 of 5
+    ([], [], None),
+])
+def test_sign_test_over_rounds(ours, theirs, verdict):
+    comparison = _paired().compare(ours, theirs)
+    assert comparison.verdict is verdict, comparison
