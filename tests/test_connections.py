@@ -18,7 +18,7 @@ from greenpool import (
     TpooledConnectionPool,
 )
 from tests.conftest import SECRET
-from tests.support.tasks import Spawned, wait_until
+from tests.support.tasks import Spawned, queue_two, wait_until
 
 
 def test_eventlet_constructor_and_connect_arguments(make_pool, db):
@@ -587,15 +587,8 @@ def test_full_pool_waiter_interrupted_loses_no_connection(pool_cls, db, green_hu
     # over but before the waiter ran: the connection goes to the next in line.
     pool = pool_cls(db, max_size=1, hub=green_hub)
     held = pool.get()
-
-    def impatient():
-        with green_hub.timeout(0.02, _Expired()):
-            return pool.get()
-
-    doomed = Spawned(green_hub, impatient if how == "hub-timeout" else pool.get)
-    wait_until(green_hub, lambda: pool.waiting() == 1)
-    next_in_line = Spawned(green_hub, pool.get, 5)
-    wait_until(green_hub, lambda: pool.waiting() == 2)
+    doomed, next_in_line = queue_two(
+        green_hub, pool, 5, (0.02, _Expired()) if how == "hub-timeout" else None)
     if how == "hub-timeout":
         assert isinstance(doomed.outcome(), _Expired)
         pool.put(held)

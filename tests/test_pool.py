@@ -8,7 +8,7 @@ import pytest
 
 from greenpool import Pool, PoolTimeout, TokenPool, TooManyWaiters
 from greenpool.pool import Token
-from tests.support.tasks import Spawned, wait_until
+from tests.support.tasks import Spawned, queue_two, wait_until
 
 
 class Item:
@@ -150,15 +150,8 @@ def test_waiter_interrupted_after_handoff_passes_item_on(hub):
 def test_waiter_killed_around_handoff_loses_nothing(green_hub, how):
     pool = make(green_hub, max_size=1)
     held = pool.get()
-
-    def impatient():
-        with green_hub.timeout(10, Killed()):
-            return pool.get()
-
-    doomed = Spawned(green_hub, impatient if how == "timeout" else pool.get)
-    wait_until(green_hub, lambda: pool.waiting() == 1)
-    next_in_line = Spawned(green_hub, pool.get, 1)
-    wait_until(green_hub, lambda: pool.waiting() == 2)
+    doomed, next_in_line = queue_two(
+        green_hub, pool, 1, (10, Killed()) if how == "timeout" else None)
     pool.put(held)
     doomed.kill()  # eventlet kills at once; gevent may let the hand-off finish first
     doomed.outcome()

@@ -48,3 +48,23 @@ def wait_until(hub: Hub, condition: Callable[[], bool], timeout: float = 5.0) ->
         if hub.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         hub.sleep(0.001)
+
+
+
+def queue_two(hub: Hub, pool: Any, timeout: float,
+              expire: tuple[float, BaseException] | None = None) -> tuple[Spawned, Spawned]:
+    """On a full ``pool``: queue a ``pool.get()`` (within a hub timeout of ``expire``'s
+    seconds, raising its exception, when given), then a ``pool.get(timeout)`` behind
+    it.  Returns both tasks, in line."""
+
+    def first_in_line() -> Any:
+        if expire is None:
+            return pool.get()
+        with hub.timeout(*expire):
+            return pool.get()
+
+    ahead = Spawned(hub, first_in_line)
+    wait_until(hub, lambda: pool.waiting() == 1)
+    behind = Spawned(hub, pool.get, timeout)
+    wait_until(hub, lambda: pool.waiting() == 2)
+    return ahead, behind
