@@ -16,7 +16,7 @@ from .green import GreenWaiter
 
 T = TypeVar("T")
 
-#: Task types that define no ``switch_out`` hook (see _EventletWaiter._park).
+#: Task types that define no ``switch_out`` hook (see _EventletWaiter._plain).
 _PLAIN_TASKS = frozenset({greenlet.greenlet, eventlet.greenthread.GreenThread})
 
 
@@ -46,13 +46,8 @@ class _EventletWaiter(GreenWaiter):
         return task.parent is main and type(task) in _PLAIN_TASKS and not main.dead
 
     @staticmethod
-    def _park(hub: Any, task: Any) -> None:
-        # A plain task switches straight to the hub's greenlet (a fifth of the cost of a
-        # contended hand-off, measured).
-        if _EventletWaiter._plain(hub, task):
-            hub.greenlet.switch()
-        else:
-            hub.switch()
+    def _switch_to_hub(hub: Any) -> None:
+        hub.greenlet.switch()
 
 
 class _EventletEvent(Event):

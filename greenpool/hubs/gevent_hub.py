@@ -14,7 +14,7 @@ from .green import GreenWaiter
 
 T = TypeVar("T")
 
-#: Task types that define no ``switch_out`` hook (see _GeventWaiter._park).
+#: Task types that define no ``switch_out`` hook (see _GeventWaiter._plain).
 _PLAIN_TASKS = frozenset({greenlet.greenlet, gevent.Greenlet})
 _switch = greenlet.greenlet.switch
 
@@ -44,13 +44,7 @@ class _GeventWaiter(GreenWaiter):
         # hub's own greenlet has the hook (it refuses to block).
         return type(task) in _PLAIN_TASKS
 
-    @staticmethod
-    def _park(hub: Any, task: Any) -> None:
-        # A plain task goes straight to the greenlet switch.
-        if type(task) in _PLAIN_TASKS:
-            _switch(hub)
-        else:
-            hub.switch()
+    _switch_to_hub = staticmethod(_switch)  # the hub is itself the greenlet
 
 
 class _GeventTask(Task):

@@ -2,9 +2,10 @@
 
 :class:`GreenWaiter` is what the pool parks a queued ``get()`` on; each
 green hub adapter subclasses it with its hooks (the current hub, a
-one-shot timer, a "call soon" on the hub's loop, and how a task parks:
-straight to the hub's greenlet when the hub's own ``switch()`` would only
-add bookkeeping, which was a fifth of a contended hand-off on eventlet).
+one-shot timer, a "call soon" on the hub's loop, and whether a task may
+park straight on the hub's greenlet, skipping the hub's own ``switch()``
+where it would only add bookkeeping: a fifth of a contended hand-off on
+eventlet).
 Woken waiters are resumed through a per-hub :class:`Resumer`, with one
 "call soon" per batch of wake-ups instead of one per wake-up (on eventlet
 each is a timer object, a heap push and a heap pop).
@@ -133,18 +134,14 @@ class GreenWaiter:
     @staticmethod
     def _plain(hub: Any, task: Any) -> bool:
         """Whether ``task`` (the current one) may switch away without the hub's
-        ``switch()``: it has no hook that switch would run."""
+        ``switch()``, which would only add its bookkeeping: it has no hook that
+        switch would run.  False by default."""
         return False
 
     @staticmethod
-    def _park(hub: Any, task: Any) -> None:
-        """Switch from ``task`` (the current one) to the hub until resumed.
-
-        The default is the hub's own ``switch()``; an adapter may go
-        straight to the hub's greenlet where that ``switch()`` would only
-        add its bookkeeping.
-        """
-        hub.switch()
+    def _switch_to_hub(hub: Any) -> None:
+        """Switch straight to the hub's greenlet (for a plain task, see ``_plain``)."""
+        raise NotImplementedError
 
     # -- the event -------------------------------------------------------------------
 
@@ -178,10 +175,11 @@ class GreenWaiter:
         task = self._task = getcurrent()
         cancel = None if timeout is None else self._call_later(hub, timeout, self._resume)
         try:
-            if not (resumer.ready and not resumer.handed_off
-                    and resumer.load < BATCHING_LOAD and self._plain(hub, task)
-                    and resumer.hand_off()):
-                self._park(hub, task)
+            if not self._plain(hub, task):
+                hub.switch()
+            elif not (resumer.ready and not resumer.handed_off
+                      and resumer.load < BATCHING_LOAD and resumer.hand_off()):
+                self._switch_to_hub(hub)
         finally:
             self._task = None
             if cancel is not None:
