@@ -162,6 +162,60 @@ def test_waiter_killed_around_handoff_loses_nothing(green_hub, how):
     assert pool.current_size == 1 and pool.waiting() == 0
 
 
+@pytest.mark.parametrize("how", ["pool-timeout", "hub-timeout", "kill"])
+def test_a_caller_parked_by_a_direct_hand_off_and_interrupted_loses_nothing(
+        green_hub, monkeypatch, how):
+    """The caller that returns an item and queues again switches straight to the
+    waiter it woke (see greenpool.hubs.green); interrupted while parked that way, it
+    leaves the queue and the pool stays whole."""
+    from greenpool.hubs.green import Resumer
+
+    hub = green_hub
+    handed_off = []
+    original = Resumer.hand_off
+
+    def recording_hand_off(self):
+        handed_off.append(True)
+        return original(self)
+
+    monkeypatch.setattr(Resumer, "hand_off", recording_hand_off)
+    pool = make(hub, max_size=1)
+    held = pool.get()
+    release = hub.event()
+
+    def waiter():
+        item = pool.get(5)
+        release.wait(5)
+        pool.put(item)
+        return item
+
+    served = Spawned(hub, waiter)
+    wait_until(hub, lambda: pool.waiting() == 1)
+
+    def returner():
+        hub.waiter()._current_hub()._greenpool_resumer.load = 1.0  # turns wake few
+        pool.put(held)
+        if how == "pool-timeout":
+            return pool.get(0.05)
+        if how == "hub-timeout":
+            with hub.timeout(0.05, Killed()):
+                return pool.get()
+        return pool.get(5)
+
+    returning = Spawned(hub, returner)
+    wait_until(hub, lambda: handed_off and pool.waiting() == 1)
+    if how == "kill":
+        returning.kill()
+    error = returning.outcome()
+    assert isinstance(error, {"pool-timeout": PoolTimeout, "hub-timeout": Killed,
+                              "kill": BaseException}[how]), error
+    assert pool.waiting() == 0
+    release.set()
+    assert served.wait() is held
+    assert pool.current_size == 1 and list(pool.free_items) == [held]
+    assert pool.get(0.1) is held
+
+
 def test_failing_create_passes_the_right_to_create_on(hub):
     gate = hub.event()
     calls = []
