@@ -1,121 +1,78 @@
-"""Reconnect back-off: while the database refuses connections, try once at a time.
+"""Reconnect back-off: how long the pool's growth waits after failed connects.
 
-After a failed connect the pool waits an exponentially growing delay (with
-jitter) before the next attempt, and lets only one caller make it.  Other
-callers that need a new connection wait for that trial, up to their own
-deadline, and then fail with :class:`~greenpool.errors.DatabaseUnavailable`
-(the last connect error chained) instead of each hammering the server.  The
-first successful connect reopens the gate for everyone.
+After a failed connect the next attempt waits an exponentially growing
+delay (with jitter), and while the database keeps failing only one attempt
+is in flight at a time.  The first successful connect resets it.  Callers
+never see the back-off: they wait in the queue until a connection comes
+back, a connect succeeds, or their own timeout runs out.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from typing import Any, Optional
+from typing import Optional
 
-from .errors import DatabaseUnavailable
-from .hubs import Hub
+from .hubs.base import original_lock
 
-__all__ = ["ConnectGate"]
+__all__ = ["Backoff"]
 
 log = logging.getLogger(__name__)
 
 
-class ConnectGate:
-    """Decides who may try to connect while the database is down.
+class Backoff:
+    """The connect failures in a row and when the next attempt may start.
 
-    ``base`` is the first delay after a failure (seconds), doubled after each
-    further failure up to ``cap``; each delay is scaled by a random factor in
-    [0.8, 1.2].
+    ``first`` is the delay after one failure (seconds), doubled after each
+    further failure up to ``longest``; each delay is scaled by a random
+    factor in [0.8, 1.2].  Safe to call from several OS threads at once.
     """
 
-    def __init__(self, hub: Hub, label: str, base: float = 0.05, cap: float = 2.0) -> None:
-        self._hub = hub
+    def __init__(self, label: str, first: float = 0.05, longest: float = 2.0) -> None:
         self._label = label
-        self.base = base
-        self.cap = cap
-        self._lock = hub.lock()
+        self._lock = original_lock()
+        self.first = first
+        self.longest = longest
+        #: Connect failures since the last success.
         self.failures = 0
+        #: Monotonic time before which no new attempt starts.
         self.next_try = 0.0
+        #: The last connect error, until a connect succeeds.
         self.last_error: Optional[BaseException] = None
-        self._trial = False
-        self._event: Any = None
-        # Bumped by every counted failure: connects that started before it and fail
-        # afterwards belong to the same burst and do not lengthen the back-off again.
-        self._epoch = 0
 
     @property
-    def down(self) -> bool:
+    def failing(self) -> bool:
         """True while the last connect failed and none has succeeded since."""
         return self.failures > 0
 
-    def enter(self, deadline: Optional[float]) -> int:
-        """Wait until the caller may connect; raise DatabaseUnavailable at ``deadline``.
-
-        Returns a ticket to hand to :meth:`failed`.
-        """
-        while True:
-            with self._lock:
-                if self.failures == 0:
-                    return self._epoch
-                now = self._hub.monotonic()
-                if not self._trial and now >= self.next_try:
-                    self._trial = True
-                    return self._epoch
-                if self._event is None:
-                    self._event = self._hub.event()
-                event = self._event
-                wake_at = self.next_try if not self._trial else now + self.cap
-            if deadline is not None and now >= deadline:
-                raise DatabaseUnavailable(
-                    f"{self._label}: the database is unreachable "
-                    f"({self.failures} failed connects in a row); "
-                    f"next attempt in {max(0.0, self.next_try - now):.2f} s"
-                ) from self.last_error
-            wait = wake_at - now if deadline is None else min(wake_at, deadline) - now
-            event.wait(max(0.0, wait))
-
-    def leave(self) -> None:
-        """The caller gave up before connecting (interrupted): let another try."""
+    def failed(self, error: BaseException, now: float) -> float:
+        """Count a failed connect at ``now``; return the delay before the next attempt."""
         with self._lock:
-            self._trial = False
-            event, self._event = self._event, None
-        if event is not None:
-            event.set()
-
-    def succeeded(self) -> None:
-        with self._lock:
-            was_down = self.failures
-            self.failures = 0
-            self._trial = False
-            self.last_error = None
-            event, self._event = self._event, None
-        if event is not None:
-            event.set()
-        if was_down:
-            log.warning("%s: the database is reachable again after %d failed connects",
-                        self._label, was_down)
-
-    def failed(self, error: BaseException, ticket: Optional[int] = None) -> None:
-        """A connect failed; ``ticket`` is what :meth:`enter` returned for it."""
-        with self._lock:
-            self.last_error = error
-            if ticket is not None and ticket != self._epoch:
-                return  # part of a burst already counted: same back-off step
-            self._epoch += 1
             self.failures += 1
             failures = self.failures
-            delay = min(self.cap, self.base * 2 ** min(failures - 1, 30))
+            self.last_error = error
+            delay = min(self.longest, self.first * 2 ** min(failures - 1, 30))
             delay *= random.uniform(0.8, 1.2)
-            self.next_try = self._hub.monotonic() + delay
-            self._trial = False
-            event, self._event = self._event, None
-        if event is not None:
-            event.set()
+            self.next_try = now + delay
         if failures == 1:
-            log.warning("%s: connect failed (%s); backing off, next attempt in %.2f s",
-                        self._label, error, delay)
+            log.warning("%s: connect failed (%s); retrying in %.2f s",
+                        self._label, one_line(error), delay)
         else:
-            log.debug("%s: connect failed %d times in a row; next attempt in %.2f s",
+            log.debug("%s: %d connects failed in a row; retrying in %.2f s",
                       self._label, failures, delay)
+        return delay
+
+    def succeeded(self) -> None:
+        """A connect succeeded: back to no delay."""
+        with self._lock:
+            failures, self.failures = self.failures, 0
+            self.next_try = 0.0
+            self.last_error = None
+        if failures:
+            log.warning("%s: the database is reachable again after %d failed connects",
+                        self._label, failures)
+
+
+def one_line(error: BaseException) -> str:
+    """An error's text on one line (drivers such as psycopg2 write several)."""
+    return " ".join(str(error).split()) or type(error).__name__

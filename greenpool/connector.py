@@ -77,9 +77,9 @@ from .connections import _MISSING, BaseConnectionPool, ConnectionPool, _Entry
 from .drivers import driver_for
 from .errors import ConnectTimeout, DatabaseUnavailable, PoolClosed, PoolError, PoolTimeout
 from .hubs import Event, Hub, HubSpec, resolve_hub
+from .maintenance import MaintenanceTask
 from .pool import Token, TokenPool
 from .proxy import PooledConnectionWrapper
-from .sweeper import Sweeper
 
 __all__ = [
     "DatabaseConnector",
@@ -452,8 +452,9 @@ class DatabaseConnector:
         self._limiter: Optional[_TokenLimiter] = (
             None if self.max_total is None else _TokenLimiter(self, self.max_total)
         )
-        self._sweeper: Optional[Sweeper] = (
-            None if self.max_pool_idle is None else Sweeper(cast(Any, self), self.hub)
+        self._sweeper: Optional[MaintenanceTask[DatabaseConnector]] = (
+            None if self.max_pool_idle is None
+            else MaintenanceTask(self, self.hub, DatabaseConnector._sweep, "idle pool sweep")
         )
 
     # -- lookup ----------------------------------------------------------------------

@@ -2,46 +2,28 @@
 
 * :class:`GenericConnectionWrapper` delegates every attribute of the real
   connection (reads, writes, methods), not a fixed method list.
-* :class:`PooledConnectionWrapper` is the short-lived checkout handle:
-  ``close()`` gives the connection back to its pool, ``bool(wrapper)`` is
-  false once it is back, and any use after that raises
-  :class:`~greenpool.errors.ConnectionReturned` (an ``AttributeError``).
+* :class:`PooledConnectionWrapper` is the handle of one checkout, made
+  fresh for each: ``close()`` gives the connection back to its pool,
+  ``bool(wrapper)`` is false once it is back, and calling anything on it
+  after that raises :class:`~greenpool.errors.ConnectionReturned` (an
+  ``AttributeError``), as ``eventlet.db_pool``'s wrappers did.
 * :class:`ThreadProxy` runs every method call of a connection, and of the
   cursors it returns, in an OS thread through the hub.
 """
 
 from __future__ import annotations
 
-import operator
-import sys
 import types
-from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .errors import ConnectionReturned
 from .hubs import Hub
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .connections import BaseConnectionPool, _Entry
+    from .connections import BaseConnectionPool
+    from .entry import ConnectionEntry
 
 __all__ = ["GenericConnectionWrapper", "PooledConnectionWrapper", "ThreadProxy"]
-
-
-class _Returned:
-    """Stands in for the connection once a wrapper has been given back."""
-
-    __slots__ = ()
-
-    def __getattr__(self, name: str) -> Any:
-        raise ConnectionReturned(
-            f"this connection was returned to its pool; cannot use .{name} any more"
-        )
-
-    def __repr__(self) -> str:
-        return "<returned>"
-
-
-_RETURNED = _Returned()
 
 
 def _call_exit(wrapper: Any, base: Any, exc_type: Any, exc: Any, tb: Any) -> Any:
@@ -89,164 +71,125 @@ class GenericConnectionWrapper:
         return f"<{type(self).__name__} for {self._base!r}>"
 
 
-class Cell:
-    """What a wrapper and its pool's entry share: ``entry`` while the connection
-    is checked out, None once it is returned."""
+class _ReturnedAttribute:
+    """What any attribute of a returned wrapper reads as: calling it raises."""
 
-    __slots__ = ("entry",)
+    __slots__ = ("_name",)
 
-    entry: Optional[_Entry]
+    def __init__(self, name: str) -> None:
+        self._name = name
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise ConnectionReturned(
+            f"this connection was returned to its pool; cannot call .{self._name}() any more"
+        )
 
-def new_cell(entry: _Entry) -> Cell:
-    """A cell holding ``entry`` (a wrapper's, while it is checked out)."""
-    cell = Cell()
-    cell.entry = entry
-    return cell
+    def __bool__(self) -> bool:
+        return False
 
-
-def _forwarded(name: str) -> Any:
-    """A connection attribute read on every query (``cursor``, ``commit``, ``rollback``).
-
-    Gives what :meth:`PooledConnectionWrapper.__getattr__` would (the
-    connection's own attribute, :class:`~greenpool.errors.ConnectionReturned`
-    once returned) without first failing the ordinary lookup, which costs
-    about three times as much: a property whose getter is compiled, whose
-    AttributeError, once the entry is gone, hands over to ``__getattr__``.
-    """
-    return property(operator.attrgetter(f"_cell.entry.delegate.{name}"))
+    def __repr__(self) -> str:
+        return f"<.{self._name} of a returned connection>"
 
 
 class PooledConnectionWrapper(GenericConnectionWrapper):
-    """A connection checked out of a pool; ``close()`` puts it back.
+    """One checkout of a pooled connection; ``close()`` puts it back.
+
+    While checked out, every attribute is the connection's own.  Once
+    returned the wrapper is false, and any attribute reads as a callable
+    that raises :class:`~greenpool.errors.ConnectionReturned` (an
+    ``AttributeError``) when called; setting one raises at once.
 
     A wrapper dropped without being returned is noticed when it is garbage
-    collected: its slot is freed (the connection closed, since its state is
-    unknown) and a warning names where it was taken.  That happens in the
-    pool's next operation, never inside the garbage collector.
-
-    The wrapper's one slot is its *cell*, a :class:`Cell` holding the pool's
-    entry while the connection is checked out and None once it is returned.
-    A returned wrapper that nobody references any more is handed out again
-    by the next checkout of the same connection (see :data:`SOLE_HOLDER_REFS`),
-    or, if somebody still held it then, by a later checkout of any connection
-    of the pool once they dropped it: making a wrapper, cutting it loose and
-    collecting it cost a fifth of an uncontended checkout and return.  One
-    that somebody still holds, even weakly, is never reused, so it stays
-    returned for good.
+    collected: the pool closes the connection (its state is unknown), frees
+    the slot and logs a warning, in its next operation, never inside the
+    garbage collector.
     """
 
-    __slots__ = ("_cell", "__weakref__")
+    __slots__ = ("_entry", "__weakref__")
 
-    cursor = _forwarded("cursor")
-    commit = _forwarded("commit")
-    rollback = _forwarded("rollback")
+    def __init__(self, entry: ConnectionEntry) -> None:
+        _set_entry(self, entry)
 
-    def __init__(self, entry: _Entry) -> None:
-        # The entry knows its current wrapper's cell: that is how an orphan is recognised.
-        cell = entry.cell = new_cell(entry)
-        _set_cell(self, cell)
-
-    @property
-    def _entry(self) -> Optional[_Entry]:
-        """The pool's entry while checked out, None once returned."""
-        return self._cell.entry
+    def _live(self) -> Any:
+        """The connection (or its thread proxy) while checked out."""
+        entry = self._entry
+        if entry is None:
+            raise ConnectionReturned("this connection was returned to its pool")
+        return entry.delegate
 
     @property
     def _base(self) -> Any:
-        entry = self._cell.entry
-        return _RETURNED if entry is None else entry.delegate
+        """The connection the wrapper forwards to (eventlet's name); None once returned."""
+        entry = self._entry
+        return None if entry is None else entry.delegate
 
     @property
     def _pool(self) -> Optional[BaseConnectionPool]:
-        entry = self._cell.entry
+        entry = self._entry
         return None if entry is None else entry.pool
 
+    # The calls made on every query, written out: cheaper than __getattr__'s fallback.
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        return self._live().cursor(*args, **kwargs)
+
+    def commit(self) -> Any:
+        return self._live().commit()
+
+    def rollback(self) -> Any:
+        return self._live().rollback()
+
     def __getattr__(self, name: str) -> Any:
-        entry = self._cell.entry
+        entry = self._entry
         if entry is None:
-            return getattr(_RETURNED, name)
+            return _ReturnedAttribute(name)
         return getattr(entry.delegate, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._live(), name, value)
+
+    def __delattr__(self, name: str) -> None:
+        delattr(self._live(), name)
+
+    def __enter__(self) -> Any:
+        base = self._live()
+        result = base.__enter__()
+        return self if result is base else result
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Any:
+        return _call_exit(self, self._live(), exc_type, exc, tb)
 
     def close(self) -> None:
         """Return the connection to its pool (a no-op if already returned)."""
-        entry = self._cell.entry
+        entry = self._entry
         if entry is not None:
             entry.pool.put(self)
 
     def __bool__(self) -> bool:
-        return self._cell.entry is not None
+        return self._entry is not None
 
     def __del__(self) -> None:
-        # Only a deque append here: no I/O, no locks, safe inside the garbage collector.
-        cell = self._cell
-        entry = cell.entry
+        # Only a deque append (in orphaned()): no I/O, no locks, safe in the collector.
+        # An entry is lent to one wrapper at a time, and taken from it when it is
+        # returned: if this one still has it, it still holds the connection.
+        entry = self._entry
         if entry is not None:
-            pool = entry.pool
-            pool._orphans.append((entry, cell))
-            pool._green_open = False  # get() must look at the queue: see _collect_orphans
+            entry.pool._orphaned(entry)
 
     def __repr__(self) -> str:
-        entry = self._cell.entry
+        entry = self._entry
         if entry is None:
             return "<PooledConnectionWrapper returned>"
-        return f"<PooledConnectionWrapper {entry.delegate!r} from {entry.pool!r}>"
+        return f"<PooledConnectionWrapper {entry!r} from {entry.pool!r}>"
 
 
-# The slot's own setter: __setattr__ is delegated to the connection, and this is
-# several times cheaper than object.__setattr__.
-_set_cell = PooledConnectionWrapper._cell.__set__  # type: ignore[attr-defined]
-
-
-# The pool makes a wrapper as _new_wrapper(PooledConnectionWrapper), then _set_cell():
-# cheaper than calling the class, which runs __init__ as a separate Python call.
-_new_wrapper = object.__new__
+# The wrapper's own slots are written through their descriptors, since its
+# __setattr__ forwards to the connection.
+_set_entry = PooledConnectionWrapper._entry.__set__  # type: ignore[attr-defined]
 
 
 def detach(wrapper: PooledConnectionWrapper) -> None:
     """Cut a wrapper from its entry: from now on it is returned (false, unusable)."""
-    wrapper._cell.entry = None
-
-
-class _SpareHolder:
-    __slots__ = ("spare",)
-
-    def __init__(self) -> None:
-        self.spare: Any = None
-
-
-def _references_of_sole_holder() -> int:
-    """What :data:`refcount` reads, at the checkout site, for a spare wrapper that
-    only its entry holds: measured in the same code shape, so that the
-    interpreter's own references (the local, the argument) count alike on every
-    Python version."""
-    holder = _SpareHolder()
-    holder.spare = object()
-    wrapper = holder.spare
-    return refcount(wrapper)
-
-
-def _references_of_unheld() -> int:
-    """What :data:`refcount` reads for a wrapper just taken off a deque that was its
-    only holder (measured in that code shape, as above)."""
-    kept = deque([object()])
-    wrapper = kept.popleft()
-    return refcount(wrapper)
-
-
-def _no_refcount(obj: Any) -> int:
-    return -2
-
-
-#: ``sys.getrefcount`` where the interpreter has it; elsewhere no wrapper is reused.
-refcount: Callable[[Any], int] = getattr(sys, "getrefcount", _no_refcount)
-#: The reading of :data:`refcount` for a spare wrapper that only its entry holds:
-#: the checkout reuses the spare when ``refcount(spare)`` equals it and no weak
-#: reference to it exists.
-SOLE_HOLDER_REFS = _references_of_sole_holder() if refcount is not _no_refcount else -1
-#: The reading of :data:`refcount` for a wrapper taken off the pool's deque of kept
-#: wrappers that nobody else holds (see BaseConnectionPool.get()).
-UNHELD_REFS = _references_of_unheld() if refcount is not _no_refcount else -1
+    _set_entry(wrapper, None)
 
 
 def _wants_proxy(value: Any) -> bool:
