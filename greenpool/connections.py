@@ -150,6 +150,15 @@ class BaseConnectionPool(Pool[ConnectionEntry]):
       the stack that took it (recorded only when this is set).
     * ``reconnect_backoff`` ((0.05, 2.0)): after a failed connect, the first
       and longest delay before the next attempt.
+    * ``limiter`` (None): a :class:`~greenpool.Pool` (say a
+      :class:`~greenpool.TokenPool`) shared by several connection pools to
+      cap their checkouts together: each checkout takes one of its items
+      first, in its queue, within the caller's timeout, and gives it back
+      when the connection comes back, is discarded or is reclaimed.
+    * ``before_connect`` (None): called with the pool before each connect
+      attempt, in the growth task; an exception fails the attempt (which
+      backs off as any failed connect).  With :meth:`close_idle`, it lets a
+      pool make room under a limit shared with other pools.
     """
 
     def __init__(
@@ -173,6 +182,8 @@ class BaseConnectionPool(Pool[ConnectionEntry]):
         check_interval: float = 0.5,
         leak_timeout: Optional[float] = None,
         reconnect_backoff: tuple[float, float] = (0.05, 2.0),
+        limiter: Optional[Pool[Any]] = None,
+        before_connect: Optional[Callable[[BaseConnectionPool], Any]] = None,
         **kwargs: Any,
     ) -> None:
         if isinstance(db_module, types.ModuleType) or callable(getattr(db_module, "connect", None)):
@@ -225,6 +236,8 @@ class BaseConnectionPool(Pool[ConnectionEntry]):
         self._counters = ConnectionCounters()
         self._observers: list[PoolObserver] = []
         self._growth = Growth(self, Backoff(label, *options.reconnect_backoff))
+        self._limiter = limiter
+        self._before_connect = _checks.check_callable("before_connect", before_connect)
         self._scheduler = Scheduler(self, hub)
         self._sweep_task = self._scheduler.task(upkeep.sweep, "sweep")
         self._leak_task = self._scheduler.task(upkeep.report_leaks, "leak report")
@@ -280,7 +293,22 @@ class BaseConnectionPool(Pool[ConnectionEntry]):
         """Close a checked-out connection instead of returning it; its slot is freed."""
         entry = self._check_in(conn)
         if entry is not None:
+            self._end_lease(entry)
             self._discard_entry(entry, reason, lost=True)
+
+    def close_idle(self, count: int = 1) -> int:
+        """Close up to ``count`` idle connections, least recently used first; how many."""
+        count = _checks.check_int("count", count)
+        with self._lock:
+            taken = []
+            while self.free_items and len(taken) < count:
+                # The least recently used is at the end for a stack, the front otherwise.
+                taken.append(self.free_items.pop() if self.order_as_stack
+                             else self.free_items.popleft())
+            self.current_size -= len(taken)
+        for entry in taken:
+            self._retire(entry, "closed to make room")
+        return len(taken)
 
     # -- opening and closing -----------------------------------------------------------
 
@@ -312,6 +340,8 @@ class BaseConnectionPool(Pool[ConnectionEntry]):
         generation, suspect_before = self._generation, self._vetting.suspect_before
         started = self._clock()
         try:
+            if self._before_connect is not None:
+                self._before_connect(self)
             conn = self._opener.open()
         except BaseException as exc:
             if isinstance(exc, Exception):
@@ -408,7 +438,10 @@ class BaseConnectionPool(Pool[ConnectionEntry]):
         if self._orphans:
             upkeep.reclaim_orphans(self)
         started = self._clock() if self._observers else 0.0
-        entry = Pool.get(self, timeout)
+        if self._limiter is None:
+            entry = Pool.get(self, timeout)
+        else:
+            entry = self._get_within_limit(timeout)
         now = self._clock()
         # One comparison decides whether the connection needs a closer look; the
         # socket test is made too for a connection that sat idle a moment.
@@ -425,6 +458,25 @@ class BaseConnectionPool(Pool[ConnectionEntry]):
         if self._observers:
             self._notify("checked_out", now - started)
         return PooledConnectionWrapper(entry)
+
+    def _get_within_limit(self, timeout: Optional[float]) -> ConnectionEntry:
+        """Pool.get(), with an item of the shared ``limiter`` taken first."""
+        started = self._clock()
+        token = self._limiter.get(timeout)  # type: ignore[union-attr]
+        try:
+            left = None if timeout is None else max(0.0, started + timeout - self._clock())
+            entry = Pool.get(self, left)
+        except BaseException:
+            self._limiter.put(token)  # type: ignore[union-attr]
+            raise
+        entry.token = token
+        return entry
+
+    def _end_lease(self, entry: ConnectionEntry) -> None:
+        """A checkout ended (returned, discarded, reclaimed): give its limiter item back."""
+        token, entry.token = entry.token, None
+        if token is not None:
+            self._limiter.put(token)  # type: ignore[union-attr]
 
     def item(self, timeout: Optional[float] = _DEFAULT, cleanup: Any = _DEFAULT) -> _Checkout:
         """``with pool.item() as conn:`` checks a connection out and always gives it back.
@@ -458,6 +510,8 @@ class BaseConnectionPool(Pool[ConnectionEntry]):
                 entry = self._check_in_locked(conn)
         if entry is None:
             return  # taken back by close(timeout) meanwhile
+        if entry.token is not None:
+            self._end_lease(entry)
         now = self._clock()
         self._counters.usage_time += now - entry.taken_at  # (not exact across OS threads)
         if self._observers:
@@ -579,6 +633,7 @@ class BaseConnectionPool(Pool[ConnectionEntry]):
                     entry.revoked = True
                     entry.in_use = False
             for entry in revoked:
+                self._end_lease(entry)
                 log.warning(
                     "%s: closing connection #%d still checked out after close(timeout=%s)",
                     self._label(), entry.serial, timeout,

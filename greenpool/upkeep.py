@@ -49,6 +49,7 @@ def reclaim_orphans(pool: BaseConnectionPool) -> None:
             f" (taken at:\n{entry.taken_stack})" if entry.taken_stack
             else " (pass leak_timeout= to log where it was taken)",
         )
+        pool._end_lease(entry)
         pool._discard_entry(entry, "orphaned", lost=True)
 
 

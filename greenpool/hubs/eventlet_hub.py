@@ -16,9 +16,6 @@ from .green import GreenWaiter
 
 T = TypeVar("T")
 
-#: Task types that define no ``switch_out`` hook (see _EventletWaiter._plain).
-_PLAIN_TASKS = frozenset({greenlet.greenlet, eventlet.greenthread.GreenThread})
-
 
 class _EventletWaiter(GreenWaiter):
     """The single-task waiter on eventlet's hub (see :class:`GreenWaiter`)."""
@@ -35,19 +32,6 @@ class _EventletWaiter(GreenWaiter):
     def _call_soon(hub: Any) -> Callable[[Callable[[], None]], Any]:
         return functools.partial(hub.schedule_call_global, 0)
 
-    @staticmethod
-    def _plain(hub: Any, task: Any) -> bool:
-        # eventlet's Hub.switch() looks for a ``switch_out`` hook on the task (a failed
-        # attribute lookup, so an exception raised and caught inside, on every park),
-        # re-parents the task to the hub and revives a dead hub greenlet.  None of that
-        # applies to a task the hub already parents, of a type without the hook, under
-        # a live hub.
-        main = hub.greenlet
-        return task.parent is main and type(task) in _PLAIN_TASKS and not main.dead
-
-    @staticmethod
-    def _switch_to_hub(hub: Any) -> None:
-        hub.greenlet.switch()
 
 
 class _EventletEvent(Event):

@@ -14,9 +14,6 @@ from .green import GreenWaiter
 
 T = TypeVar("T")
 
-#: Task types that define no ``switch_out`` hook (see _GeventWaiter._plain).
-_PLAIN_TASKS = frozenset({greenlet.greenlet, gevent.Greenlet})
-_switch = greenlet.greenlet.switch
 
 
 class _GeventWaiter(GreenWaiter):
@@ -36,15 +33,6 @@ class _GeventWaiter(GreenWaiter):
     @staticmethod
     def _call_soon(hub: Any) -> Callable[[Callable[[], None]], Any]:
         return hub.loop.run_callback
-
-    @staticmethod
-    def _plain(hub: Any, task: Any) -> bool:
-        # gevent's Hub.switch() first looks for a ``switch_out`` hook on the task (a
-        # failed attribute lookup on every park) and then does a greenlet switch.  The
-        # hub's own greenlet has the hook (it refuses to block).
-        return type(task) in _PLAIN_TASKS
-
-    _switch_to_hub = staticmethod(_switch)  # the hub is itself the greenlet
 
 
 class _GeventTask(Task):
