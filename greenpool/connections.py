@@ -299,8 +299,8 @@ class BaseConnectionPool(Pool[ConnectionEntry]):
     def close_idle(self, count: int = 1) -> int:
         """Close up to ``count`` idle connections, least recently used first; how many."""
         count = _checks.check_int("count", count)
+        taken: list[ConnectionEntry] = []
         with self._lock:
-            taken = []
             while self.free_items and len(taken) < count:
                 # The least recently used is at the end for a stack, the front otherwise.
                 taken.append(self.free_items.pop() if self.order_as_stack
