@@ -161,6 +161,14 @@ class BaseConnectionPool(Pool[ConnectionEntry]):
       pool make room under a limit shared with other pools.
     """
 
+    __slots__ = (
+        "timeout", "max_idle", "max_age", "connect_timeout", "check_interval",
+        "leak_timeout", "options", "target", "_module", "_connect_fn", "_opener",
+        "_vetting", "_quiet", "_plain_cleanup", "_generation", "_entries", "_serials",
+        "_orphans", "_counters", "_observers", "_growth", "_limiter", "_before_connect",
+        "_scheduler", "_sweep_task", "_leak_task",
+    )
+
     def __init__(
         self,
         db_module: Any,
@@ -516,21 +524,22 @@ class BaseConnectionPool(Pool[ConnectionEntry]):
         self._counters.usage_time += now - entry.taken_at  # (not exact across OS threads)
         if self._observers:
             self._notify("checked_in", now - entry.taken_at)
-        # The common return, decided by one local look and one comparison: nothing
-        # to clean up, and the connection within its quiet interval (so not expired,
-        # and no drain, disconnect or close since).
+        # One local look at the connection's state; with nothing to clean up and the
+        # connection within its quiet interval (so not expired, and no drain,
+        # disconnect or close since), that decides.
+        state = self._vetting.driver.return_state(entry.conn)
         if (
-            cleanup is _DEFAULT
+            state is _IDLE
+            and cleanup is _DEFAULT
             and self._plain_cleanup
             and now < entry.vetted_until
-            and self._vetting.driver.return_state(entry.conn) is _IDLE
         ):
             entry.touch(now, self._quiet)
             Pool.put(self, entry)
             return
         try:
             reason = "pool closed" if self._closed else self._vetting.return_problem(
-                entry, now, self._generation, cleanup
+                entry, now, self._generation, cleanup, state
             )
         except BaseException:
             # Interrupted during cleanup: the connection's state is unknown.

@@ -15,24 +15,36 @@ keeps ``eventlet.db_pool.DatabaseConnector``'s API and finishes it:
 * a host without credentials (and no ``'default'``) raises :class:`UnknownHost`
   (a ``KeyError``) naming the host and never a password.
 
+The pools are instances of ``conn_pool`` itself.  A
+:class:`~greenpool.BaseConnectionPool` pool opens its connections in the
+background: a caller never sees a connect error, it waits for a returned
+connection or a new one and gets :class:`~greenpool.errors.PoolTimeout`
+when its own timeout runs out (its ``__cause__`` is the last connect
+error).  With ``timeout=None`` (the pools' default) a caller waits for ever,
+so give the pools a ``timeout``.
+
 Beyond eventlet, for pools of :class:`~greenpool.BaseConnectionPool` subclasses:
 
 ``max_total`` -- one cap across every host.
     It caps **connections in use** (checkouts) *and* **connections open**.
-    Each checkout first takes a token from one FIFO queue shared by every
-    pool (waiting at most the ``get()`` timeout), and gives it back exactly
-    once when the connection is returned, discarded, or garbage collected
-    unreturned.  So a caller waiting on host A is served, in arrival order,
-    as soon as a connection comes back on any host.  Capping checkouts alone
-    would still let idle connections pile up across a hundred shards, so a
-    pool that must open a connection while ``max_total`` are already open
-    first closes an idle connection of another pool (the pool with the most
-    idle ones).  Tokens are taken per checkout rather than per open
-    connection because a per-connection token makes a returned connection
-    useless to the waiter of its own pool (it would have to be closed and
-    reopened to move its token), which turns every return under contention
-    into a reconnect.  ``min_size`` must be 0 with ``max_total``: connections
-    kept open per pool are exactly what the cap is there to prevent.
+    Every pool gets the same ``limiter``: a :class:`~greenpool.TokenPool` of
+    ``max_total`` tokens.  Each checkout first takes a token, in one FIFO
+    queue shared by every pool and within the caller's timeout, and gives it
+    back when the connection is returned, discarded, or reclaimed after its
+    wrapper was garbage collected.  So a caller waiting on host A is served,
+    in arrival order, as soon as a connection comes back on any host.  A
+    caller whose timeout runs out while waiting for a token gets a
+    :class:`~greenpool.errors.PoolTimeout` naming ``max_total``; one whose
+    timeout runs out later, waiting for its pool, gets the pool's.  Capping
+    checkouts alone would let idle connections pile up across a hundred
+    shards, so before each connect (the pools' ``before_connect`` hook) the
+    connector closes idle connections of the pools with the most idle ones
+    until the connections open fit under ``max_total``.  Tokens are taken
+    per checkout rather than per open connection because a per-connection
+    token makes a returned connection useless to the waiter of its own pool
+    (it would have to be closed and reopened to move its token).
+    ``min_size`` must be 0 with ``max_total``: connections kept open per
+    pool are exactly what the cap is there to prevent.
 
 ``max_pool_idle`` -- pools nobody used for this many seconds are closed and forgotten.
     "Used" means a :meth:`~DatabaseConnector.get` of the pool, a checkout
@@ -41,21 +53,25 @@ Beyond eventlet, for pools of :class:`~greenpool.BaseConnectionPool` subclasses:
     the pool object when this is on: a kept pool that sat unused past the
     limit raises :class:`~greenpool.errors.PoolClosed`.
 
-``failure_threshold`` / ``backoff`` -- fail fast on a host that keeps failing.
+``failure_threshold`` / ``backoff`` -- stop connecting to a host that keeps failing.
     After ``failure_threshold`` (3) consecutive failed connects to a host
-    (any database on it), connects to that host raise
-    :class:`~greenpool.errors.DatabaseUnavailable` at once for ``backoff``
-    (5 s) instead of making every request wait up to ``connect_timeout``.
-    Then one caller makes a trial connect (the others still fail fast): success
-    closes the back-off, failure opens it for another ``backoff``.  Opening is
-    logged as a warning, closing as info.  Idle connections already open keep
-    being handed out (subject to the pool's health check).  This sits in front
-    of each pool's own ``reconnect_backoff`` gate, which still spaces out the
-    connects of one pool; a fail-fast refusal is not counted by that gate.
-    The unit is the host because that is what goes down; the price is that
-    a tenant whose database was dropped can, after three straight failures,
-    make new connects to its host fail fast for a few seconds (connections
-    already open are not affected).
+    (any database on it; a :class:`~greenpool.errors.ConnectTimeout` counts),
+    the pools' ``before_connect`` hook refuses connects to that host with
+    :class:`~greenpool.errors.DatabaseUnavailable` for ``backoff`` (5 s),
+    without contacting it.  A pool takes a refusal as a failed connect: it
+    backs off (its ``reconnect_backoff``) and tries again while callers
+    wait, and a caller whose timeout runs out meanwhile gets a
+    :class:`~greenpool.errors.PoolTimeout` whose ``__cause__`` is the
+    ``DatabaseUnavailable`` (whose own ``__cause__`` is the host's last
+    connect error).  Once the back-off is over, one connect is let through as
+    a trial (the others are still refused): success ends the back-off,
+    failure starts another.  Opening is logged as a warning, closing as
+    info.  Idle connections already open keep being handed out (subject to
+    the pool's health check).  Refusals are counted in the pools'
+    ``connect_failures`` but never as failures of the host.  The unit is the
+    host because that is what goes down; the price is that a tenant whose
+    database was dropped can, after three straight failures, hold up new
+    connects to its host for a few seconds.
 
 Credentials never appear in logs, reprs or messages: hosts, ports and
 database names do.
@@ -65,21 +81,20 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
-import types
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, cast
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from . import _checks
-from .connections import _MISSING, BaseConnectionPool, ConnectionPool, _Entry
+from .connections import BaseConnectionPool, ConnectionPool
 from .drivers import driver_for
 from .errors import ConnectTimeout, DatabaseUnavailable, PoolClosed, PoolError, PoolTimeout
+from .events import PoolObserver
 from .hubs import Event, Hub, HubSpec, resolve_hub
-from .maintenance import MaintenanceTask
+from .maintenance import Scheduler
 from .pool import Token, TokenPool
-from .proxy import PooledConnectionWrapper
+from .upkeep import ORPHAN_POLL, reclaim_orphans
 
 __all__ = [
     "DatabaseConnector",
@@ -95,8 +110,14 @@ log = logging.getLogger(__name__)
 _DATABASE_ALIASES = ("db", "database", "dbname")
 #: Drivers that have no server to name: no host keyword is passed to them.
 _NO_HOST_DRIVERS = frozenset({"sqlite3"})
-#: How often a caller waiting for a max_total token looks for garbage-collected checkouts.
-_ORPHAN_POLL = 1.0
+#: Making room under max_total when nothing is idle yet: the first and the longest
+#: pause between looks, and how long to look when the pool has no connect_timeout.
+_ROOM_PAUSE = 0.002
+_ROOM_PAUSE_MAX = 0.05
+_ROOM_WAIT = 5.0
+
+_INF = float("inf")
+_UNSET: Any = object()
 
 _BRACKETED = re.compile(r"^\[(?P<host>[^\]]*)\](?::(?P<port>.*))?$")
 
@@ -199,146 +220,214 @@ class _Slot:
         self.requests = 0
 
 
+
 class _HostHealth:
-    """The fail-fast state of one host: counting failures, backing off, or on trial.
+    """The fail-fast state of one host: counting failures, refusing connects, or on trial."""
 
-    Changed only under the connector's lock; the caller logs what the
-    methods return, after releasing it.
-    """
-
-    __slots__ = ("address", "failures", "open_until", "on_trial", "last_error")
+    __slots__ = ("address", "failures", "open_until", "trial", "trial_until", "last_error")
 
     def __init__(self, address: str) -> None:
         self.address = address
         self.failures = 0
+        #: While refusing connects: until when (then one trial is let through).
         self.open_until: Optional[float] = None
-        self.on_trial = False
+        #: The task making the trial connect, and when to stop waiting for its outcome.
+        self.trial: Any = None
+        self.trial_until = _INF
         self.last_error: Optional[BaseException] = None
 
-
-class _TokenLimiter(TokenPool):
-    """The ``max_total`` tokens: FIFO, and waiters reclaim garbage-collected checkouts."""
-
-    def __init__(self, connector: DatabaseConnector, max_total: int) -> None:
-        self._connector_ref = weakref.ref(connector)
-        label = f"{connector.name} max_total" if connector.name else "max_total"
-        super().__init__(0, max_total, hub=connector.hub, name=label)
-
-    def _wait_for_event(self, event: Any, timeout: Optional[float]) -> None:
-        # A checkout whose wrapper was dropped gives its token back only when its pool
-        # notices; the pool may be idle, so the waiters look for it themselves.
-        hub = self.hub
-        deadline = None if timeout is None else hub.monotonic() + timeout
-        while True:
-            left = None if deadline is None else deadline - hub.monotonic()
-            if left is not None and left <= 0:
-                return
-            if event.wait(_ORPHAN_POLL if left is None else min(left, _ORPHAN_POLL)):
-                return
-            connector = self._connector_ref()
-            if connector is not None:
-                connector._collect_orphans()
+    def backing_off(self, now: float) -> bool:
+        return self.open_until is not None and (self.trial is not None or now < self.open_until)
 
 
-class _ConnectorPool(BaseConnectionPool):
-    """Mixed in before the user's pool class: the connector's hooks.
+class _HostGate:
+    """Fail-fast for every host of a connector: refuses connects to failing hosts.
 
-    * ``get`` takes a ``max_total`` token first; the checkout gives it back
-      exactly once (returned, discarded, or collected unreturned);
-    * ``_create_item`` fails fast while the host is backing off and reports
-      the outcome of the connect; ``create`` (the connect itself, after the
-      pool's reconnect gate) first makes room under ``max_total``.
+    :meth:`check` runs in a pool's ``before_connect`` hook, :meth:`connected`
+    and :meth:`failed` in its observer; all three run in the task that makes
+    the connect, which is how a trial's outcome is told from the outcomes of
+    connects that were already under way.  State changes under one lock
+    that is never held across a yield; log lines are written after.
     """
 
-    def __init__(self, *args: Any, _connector: DatabaseConnector, _key: PoolKey, **kwargs: Any):
-        self._connector = _connector
-        self._key = _key
-        self._checkout_tokens: Dict[_Entry, Token] = {}
-        super().__init__(*args, **kwargs)
-        _connector._track(self)
+    def __init__(self, threshold: int, backoff: float, hub: Hub, label: str) -> None:
+        self.threshold = threshold
+        self.backoff = backoff
+        self.hub = hub
+        self.label = label
+        self.lock = hub.lock()
+        self.hosts: Dict[Tuple[str, Optional[int]], _HostHealth] = {}
 
-    def get(self, timeout: Optional[float] = _MISSING) -> PooledConnectionWrapper:  # type: ignore[override]
-        if timeout is _MISSING:
-            timeout = self.timeout
-        connector = self._connector
-        token = None
-        if connector._limiter is not None:
-            started = self.hub.monotonic()
-            token = connector._take_token(timeout)
-            if timeout is not None:
-                timeout = max(0.0, timeout - (self.hub.monotonic() - started))
+    def check(self, key: PoolKey, connect_timeout: Optional[float]) -> None:
+        """Raise DatabaseUnavailable while ``key``'s host is backing off.
+
+        After the back-off the first connect through becomes the trial; if its
+        outcome never comes (``connect_timeout`` plus ``backoff`` later),
+        another connect may try.
+        """
+        if not self.hosts:
+            return
+        now = self.hub.monotonic()
+        with self.lock:
+            health = self.hosts.get((key.host, key.port))
+            if health is None or health.open_until is None:
+                return
+            if health.trial is not None and now >= health.trial_until:
+                health.trial = None
+            if health.trial is None and now >= health.open_until:
+                health.trial = self.hub.current_task()
+                limit = _INF if connect_timeout is None else connect_timeout
+                health.trial_until = now + limit + self.backoff
+                return
+            remaining = max(0.0, health.open_until - now)
+            failures, last, on_trial = health.failures, health.last_error, health.trial
+        state = "a trial connect is under way" if on_trial is not None else (
+            f"failing fast for {remaining:.1f} s more"
+        )
+        raise DatabaseUnavailable(
+            f"{self.label}: {key.address} failed {failures} connects in a row "
+            f"(last: {type(last).__name__}); {state}"
+        ) from last
+
+    def failed(self, key: PoolKey, error: BaseException) -> None:
+        """A connect to ``key``'s host failed (in the task that tried it)."""
+        task = self.hub.current_task()
+        now = self.hub.monotonic()
+        with self.lock:
+            health = self.hosts.get((key.host, key.port))
+            on_trial = health is not None and health.trial is task
+            if on_trial:
+                health.trial = None  # type: ignore[union-attr]
+            if not _is_connect_error(error):
+                return  # refused by this gate or by the pool: says nothing about the host
+            if health is None:
+                health = self.hosts[(key.host, key.port)] = _HostHealth(key.address)
+            health.failures += 1
+            health.last_error = error
+            opens = on_trial or health.failures >= self.threshold
+            if opens:
+                health.open_until = now + self.backoff
+            failures = health.failures
+        if on_trial:
+            log.warning(
+                "%s: trial connect to %s failed (%s); failing fast for another %.1f s",
+                self.label, key.address, type(error).__name__, self.backoff,
+            )
+        elif opens and failures == self.threshold:
+            log.warning(
+                "%s: %d connects in a row to %s failed (last: %s); failing fast for %.1f s",
+                self.label, failures, key.address, type(error).__name__, self.backoff,
+            )
+
+    def connected(self, key: PoolKey) -> None:
+        """A connect to ``key``'s host succeeded: its back-off, if any, is over."""
+        if not self.hosts:
+            return
+        with self.lock:
+            health = self.hosts.pop((key.host, key.port), None)
+        if health is not None and health.open_until is not None:
+            log.info(
+                "%s: %s is reachable again after %d failed connects; back-off over",
+                self.label, key.address, health.failures,
+            )
+
+    def failing_hosts(self) -> Tuple[str, ...]:
+        """The hosts refusing connects now, sorted."""
+        now = self.hub.monotonic()
+        with self.lock:
+            return tuple(sorted(h.address for h in self.hosts.values() if h.backing_off(now)))
+
+
+class _Cap(TokenPool):
+    """The ``max_total`` tokens, shared by every pool of a connector as its ``limiter``.
+
+    :meth:`get` names the cap in its errors, and when a caller has to wait
+    it has ``on_wait`` scheduled (the connector's reclaim of checkouts
+    garbage collected in other pools).  :meth:`close` wakes every waiter
+    with PoolClosed.
+    """
+
+    def __init__(
+        self, max_total: int, hub: Hub, name: str, label: str, on_wait: Callable[[], None]
+    ) -> None:
+        self.cap = max_total
+        self.cap_label = label
+        self.cap_closed = False
+        self.cap_on_wait = on_wait
+        super().__init__(0, max_total, hub=hub, name=name)
+
+    def create(self) -> Token:
+        if self.cap_closed:
+            raise PoolClosed(f"{self.cap_label} is closed")
+        return Token()
+
+    def get(self, timeout: Optional[float] = None) -> Token:
+        if self.cap_closed:
+            raise PoolClosed(f"{self.cap_label} is closed")
+        if not self.free():
+            self.cap_on_wait()
         try:
-            conn = super().get(timeout)
-        except BaseException:
-            connector._give_token(token)
-            raise
-        entry = conn._cell.entry
-        if entry is not None:
-            if self._track_takers and self.leak_timeout is None:
-                frame = sys._getframe(1)  # get() above recorded this frame: name the caller's
-                entry.taken_where = (frame.f_code, frame.f_lasti)
-            if token is not None:
-                self._checkout_tokens[entry] = token
-        return conn
+            return super().get(timeout)
+        except PoolTimeout:
+            raise PoolTimeout(
+                f"{self.cap_label}: all max_total={self.cap} connections are in use "
+                f"and none came back within {timeout} s"
+            ) from None
+        except PoolClosed:
+            raise PoolClosed(
+                f"{self.cap_label} was closed while waiting for a connection"
+            ) from None
 
-    # The token is claimed *before* the entry can go back to the idle list: once there,
-    # another task may check it out and file its own token under the same entry.
-    # dict.pop is atomic, so exactly one path claims each token.
-
-    def put(self, conn: Any, cleanup: Any = _MISSING) -> None:
-        entry = conn._entry if isinstance(conn, PooledConnectionWrapper) else None
-        token = None if entry is None else self._checkout_tokens.pop(entry, None)
-        try:
-            super().put(conn, cleanup)
-        finally:
-            self._connector._give_token(token)
-
-    def _discard(self, entry: _Entry, why: str, lost: bool = False) -> None:
-        token = self._checkout_tokens.pop(entry, None)
-        try:
-            super()._discard(entry, why, lost)
-        finally:
-            self._connector._give_token(token)
-
-    def _create_item(self, deadline: Optional[float]) -> _Entry:
-        # Before the pool's own reconnect gate, so that failing fast here is not
-        # taken by the gate for one more failed connect.
-        connector = self._connector
-        on_trial = connector._before_connect(self._key)
-        try:
-            entry = super()._create_item(deadline)
-        except BaseException as exc:
-            connector._connect_failed(self._key, exc, on_trial)
-            raise
-        connector._connect_succeeded(self._key)
-        return entry
-
-    def create(self) -> _Entry:
-        self._connector._make_room()
-        return super().create()
-
-    def _shed_idle(self) -> Optional[_Entry]:
-        """Take the least recently used idle connection out of the pool (caller closes it)."""
-        with self._lock:
-            if not self.free_items:
-                return None
-            entry = self.free_items.pop()
-            self.current_size -= 1
-        return entry
+    def close(self) -> None:
+        """Refuse further tokens; callers waiting for one get PoolClosed."""
+        self.cap_closed = True
+        # Growing the pool grants each waiter the right to create a token, which
+        # create() refuses; the spare slot does the same for a caller that passed
+        # the check in get() just before.
+        self.resize(self.max_size + self.waiting() + 1)
 
 
-_connector_classes: Dict[type, type] = {}
+class _PoolHooks(PoolObserver):
+    """One pool's ``before_connect`` hook and observer, for its connector.
 
+    Before each connect: the host's fail-fast check, the user's own
+    ``before_connect`` (``then``), and making room under ``max_total``.
+    After each connect: its outcome, for the fail-fast state.  The observer
+    is added at the first connect (which may come from the pool's
+    constructor, for ``min_size``).  Holds the connector weakly.
+    """
 
-def _connector_class(cls: type) -> type:
-    """``cls`` with :class:`_ConnectorPool` mixed in (made once per class, same name)."""
-    made = _connector_classes.get(cls)
-    if made is None:
-        made = types.new_class(cls.__name__, (_ConnectorPool, cls))
-        made.__qualname__ = cls.__qualname__
-        made.__module__ = cls.__module__
-        made = _connector_classes.setdefault(cls, made)
-    return made
+    def __init__(
+        self, connector: DatabaseConnector, key: PoolKey, then: Optional[Callable[[Any], Any]]
+    ) -> None:
+        self.connector: Callable[[], Optional[DatabaseConnector]] = weakref.ref(connector)
+        self.key = key
+        self.then = then
+        self.gate = connector._gate
+        self.lock = connector.hub.lock()
+        self.observing = False
+
+    def __call__(self, pool: BaseConnectionPool) -> None:
+        if self.gate is not None:
+            if not self.observing:
+                with self.lock:
+                    if not self.observing:
+                        self.observing = True
+                        pool.add_observer(self)
+            self.gate.check(self.key, pool.connect_timeout)
+        if self.then is not None:
+            self.then(pool)
+        connector = self.connector()
+        if connector is not None:
+            connector._make_room(pool)
+
+    def connected(self, pool: BaseConnectionPool, seconds: float) -> None:
+        if self.gate is not None:
+            self.gate.connected(self.key)
+
+    def connect_failed(self, pool: BaseConnectionPool, error: BaseException) -> None:
+        if self.gate is not None:
+            self.gate.failed(self.key, error)
 
 
 class DatabaseConnector:
@@ -349,9 +438,10 @@ class DatabaseConnector:
     (user, password, port, ...), with ``'default'`` used for hosts not
     listed; the mapping is read at each pool creation, so later additions
     count.  ``conn_pool`` is the pool class (default
-    :class:`~greenpool.ConnectionPool`); ``*args`` and ``**kwargs`` go to every
-    pool (pool options such as ``min_size``, ``max_size``, ``timeout``, then
-    connect arguments), as in eventlet.
+    :class:`~greenpool.ConnectionPool`); every pool is an instance of it.
+    ``*args`` and ``**kwargs`` go to every pool (pool options such as
+    ``min_size``, ``max_size``, ``timeout``, then connect arguments), as in
+    eventlet.
 
     Keyword-only:
 
@@ -362,12 +452,16 @@ class DatabaseConnector:
       pools; callers beyond it wait in one FIFO queue.
     * ``max_pool_idle`` (None: never): seconds after which an unused pool is closed.
     * ``failure_threshold`` (3; None disables) consecutive connect failures
-      to a host make it fail fast for ``backoff`` (5.0) seconds.
+      to a host make the pools stop connecting to it for ``backoff`` (5.0)
+      seconds.
     * ``hub``, ``name`` (shown in reprs and logs, and prefixed to pool names).
 
     ``max_total`` and the fail-fast back-off need a
     :class:`~greenpool.BaseConnectionPool` subclass as ``conn_pool``; other
-    classes are built as eventlet did, with neither.
+    classes are built as eventlet did, with neither.  They are given to the
+    pools as their ``limiter`` and ``before_connect`` options: a
+    ``before_connect`` of your own is called after the connector's check;
+    a ``limiter`` of your own cannot be combined with ``max_total``.
     """
 
     def __init__(
@@ -377,7 +471,7 @@ class DatabaseConnector:
         conn_pool: Optional[Callable[..., Any]] = None,
         *args: Any,
         database_keyword: Optional[str] = None,
-        host_keyword: Optional[str] = _MISSING,
+        host_keyword: Optional[str] = _UNSET,
         max_total: Optional[int] = None,
         max_pool_idle: Optional[float] = None,
         failure_threshold: Optional[int] = 3,
@@ -403,7 +497,7 @@ class DatabaseConnector:
         if database_keyword is None:
             database_keyword = driver.database_keyword
         self.database_keyword: str = _keyword("database_keyword", database_keyword)
-        if host_keyword is _MISSING:
+        if host_keyword is _UNSET:
             host_keyword = None if driver.name in _NO_HOST_DRIVERS else "host"
         self.host_keyword: Optional[str] = (
             None if host_keyword is None else _keyword("host_keyword", host_keyword)
@@ -426,36 +520,53 @@ class DatabaseConnector:
         self._credentials = credentials
         self._args = args
         self._kwargs = kwargs
+        self._pool_class: Callable[..., Any] = conn_pool
         self._managed = isinstance(conn_pool, type) and issubclass(conn_pool, BaseConnectionPool)
-        if self._managed:
-            self._pool_class: Callable[..., Any] = _connector_class(cast(type, conn_pool))
-        else:
-            self._pool_class = conn_pool
-            if self.max_total is not None:
-                raise TypeError(
-                    "max_total needs conn_pool to be a greenpool.BaseConnectionPool subclass, "
-                    f"got {conn_pool!r}"
-                )
+        self._check_pool_options(conn_pool)
+        self._lock = self.hub.lock()
+        self._pools: Dict[PoolKey, _Slot] = {}
+        self._pending: Dict[PoolKey, Event] = {}
+        self._live: weakref.WeakSet[BaseConnectionPool] = weakref.WeakSet()
+        self._closing = 0  # idle connections being closed to make room under max_total
+        self._rooming = 0  # connects waiting in _make_room
+        self._closed = False
+        self._scheduler = Scheduler(self, self.hub)
+        self._idle_task = self._scheduler.task(DatabaseConnector._sweep, "idle pool sweep")
+        self._gate: Optional[_HostGate] = None
+        if self._managed and self.failure_threshold is not None:
+            self._gate = _HostGate(self.failure_threshold, self.backoff, self.hub, self._label())
+        self._limiter: Optional[_Cap] = None
         if self.max_total is not None:
-            min_size = args[0] if args else kwargs.get("min_size", 0)
+            reclaim = self._scheduler.task(
+                DatabaseConnector._reclaim_abandoned, "abandoned checkout reclaim"
+            )
+            hub_ = self.hub
+
+            def on_wait() -> None:
+                reclaim.schedule(hub_.monotonic() + ORPHAN_POLL)
+
+            label = f"{name} max_total" if name else "max_total"
+            self._limiter = _Cap(self.max_total, self.hub, label, self._label(), on_wait)
+
+    def _check_pool_options(self, conn_pool: Any) -> None:
+        """The pool options that concern the connector's own: max_total's and the hooks."""
+        kwargs = self._kwargs
+        if not self._managed and self.max_total is not None:
+            raise TypeError(
+                "max_total needs conn_pool to be a greenpool.BaseConnectionPool subclass, "
+                f"got {conn_pool!r}"
+            )
+        if self.max_total is not None:
+            min_size = self._args[0] if self._args else kwargs.get("min_size", 0)
             if min_size:
                 raise ValueError(
                     f"min_size must be 0 when max_total is set (got min_size={min_size!r}): "
                     "connections kept open in every pool would defeat the cap"
                 )
-        self._lock = self.hub.lock()
-        self._pools: Dict[PoolKey, _Slot] = {}
-        self._pending: Dict[PoolKey, Event] = {}
-        self._health: Dict[Tuple[str, Optional[int]], _HostHealth] = {}
-        self._live: weakref.WeakSet[_ConnectorPool] = weakref.WeakSet()
-        self._closed = False
-        self._limiter: Optional[_TokenLimiter] = (
-            None if self.max_total is None else _TokenLimiter(self, self.max_total)
-        )
-        self._sweeper: Optional[MaintenanceTask[DatabaseConnector]] = (
-            None if self.max_pool_idle is None
-            else MaintenanceTask(self, self.hub, DatabaseConnector._sweep, "idle pool sweep")
-        )
+            if kwargs.get("limiter") is not None:
+                raise ValueError("limiter cannot be combined with max_total, which makes its own")
+        if self._managed:
+            _checks.check_callable("before_connect", kwargs.get("before_connect"))
 
     # -- lookup ----------------------------------------------------------------------
 
@@ -556,19 +667,23 @@ class DatabaseConnector:
             pool.close()
             raise PoolClosed(f"{self._label()} was closed while a pool for {key} was being made")
         log.debug("%s: new pool for %s", self._label(), key)
-        if self._sweeper is not None and self.max_pool_idle is not None:
-            self._sweeper.schedule(self.hub.monotonic() + self.max_pool_idle)
+        if self.max_pool_idle is not None:
+            self._idle_task.schedule(self.hub.monotonic() + self.max_pool_idle)
         return pool
 
     def _new_pool(self, key: PoolKey, kwargs: Dict[str, Any]) -> Any:
         """Build the pool for ``key`` (override point, like urllib3's ``_new_pool``)."""
         if not self._managed:
             return self._pool_class(self._module, *self._args, **kwargs)
+        if self._gate is not None or self._limiter is not None:
+            kwargs["before_connect"] = _PoolHooks(self, key, kwargs.get("before_connect"))
+        if self._limiter is not None:
+            kwargs["limiter"] = self._limiter
         label = f"{self.name}:{key}" if self.name else str(key)
-        return self._pool_class(
-            self._module, *self._args,
-            _connector=self, _key=key, hub=self.hub, name=label, **kwargs,
-        )
+        pool = self._pool_class(self._module, *self._args, hub=self.hub, name=label, **kwargs)
+        with self._lock:
+            self._live.add(pool)
+        return pool
 
     def pools(self) -> Dict[PoolKey, Any]:
         """The pools kept now, by key (a snapshot)."""
@@ -580,11 +695,6 @@ class DatabaseConnector:
         pools = self.pools().items()
         per_pool = {key: pool.stats() for key, pool in pools if hasattr(pool, "stats")}
         limiter = self._limiter.stats() if self._limiter is not None else None
-        now = self.hub.monotonic()
-        with self._lock:
-            failing = tuple(
-                sorted(h.address for h in self._health.values() if _backing_off(h, now))
-            )
         return ConnectorStats(
             name=self.name,
             pools=per_pool,
@@ -595,7 +705,7 @@ class DatabaseConnector:
             max_total=self.max_total,
             checkouts=0 if limiter is None else limiter.in_use,
             checkout_waiting=0 if limiter is None else limiter.waiting,
-            failing_hosts=failing,
+            failing_hosts=() if self._gate is None else self._gate.failing_hosts(),
         )
 
     def clear(self, timeout: Optional[float] = None) -> None:
@@ -620,10 +730,9 @@ class DatabaseConnector:
             self._closed = True
             slots = list(self._pools.values())
             self._pools.clear()
-        if self._sweeper is not None:
-            self._sweeper.stop()
+        self._scheduler.stop()
         if self._limiter is not None:
-            self._limiter._close_waiters()
+            self._limiter.close()
         self._close_pools(slots, timeout)
         log.debug("%s: closed", self._label())
 
@@ -650,10 +759,10 @@ class DatabaseConnector:
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
-    # -- max_pool_idle ----------------------------------------------------------------
+    # -- maintenance ------------------------------------------------------------------
 
     def _sweep(self) -> Optional[float]:
-        """Close pools unused for ``max_pool_idle``; the next time to look (for the Sweeper)."""
+        """Close pools unused for ``max_pool_idle``; when to look next."""
         limit = self.max_pool_idle
         if limit is None:
             return None
@@ -662,8 +771,13 @@ class DatabaseConnector:
         with self._lock:
             if self._closed:
                 return None
-            for key, slot in list(self._pools.items()):
-                busy, requests = _activity(slot.pool)
+            slots = list(self._pools.items())
+        # stats() takes each pool's lock: read them outside the connector's.
+        activity = [(key, slot, _activity(slot.pool)) for key, slot in slots]
+        with self._lock:
+            for key, slot, (busy, requests) in activity:
+                if self._pools.get(key) is not slot:
+                    continue  # cleared or replaced meanwhile
                 if busy or requests != slot.requests:
                     slot.last_used = now
                     slot.requests = requests
@@ -679,131 +793,97 @@ class DatabaseConnector:
         self._close_pools([slot for _, slot in evicted])
         return min(deadlines, default=None)
 
-    # -- max_total ------------------------------------------------------------------------
+    def _reclaim_abandoned(self) -> Optional[float]:
+        """While callers wait for a ``max_total`` token: reclaim every pool's checkouts
+        that were garbage collected unreturned (each gives its token back).
 
-    def _track(self, pool: _ConnectorPool) -> None:
-        with self._lock:
-            self._live.add(pool)
-
-    def _take_token(self, timeout: Optional[float]) -> Optional[Token]:
-        limiter = self._limiter
-        if limiter is None:
-            return None
-        try:
-            return limiter.get(timeout)
-        except PoolTimeout:
-            raise PoolTimeout(
-                f"{self._label()}: all max_total={self.max_total} connections are in use "
-                f"and none came back within {timeout} s"
-            ) from None
-        except PoolClosed:
-            raise PoolClosed(f"{self._label()} was closed while waiting for a connection") from None
-
-    def _give_token(self, token: Optional[Token]) -> None:
-        if token is not None and self._limiter is not None:
-            self._limiter.put(token)
-
-    def _make_room(self) -> None:
-        """Before a connect under ``max_total``: close idle connections until it fits.
-
-        The new connection's slot is already counted in its pool, so the sum of
-        pool sizes must come down to ``max_total``.  Checkouts hold tokens, so
-        whenever the sum is over, idle connections exist to close.
+        A pool reclaims its own at its next ``get()``; a caller of another pool
+        waiting for the cap would otherwise wait until the owner's next sweep.
         """
-        if self.max_total is None:
-            return
-        shed: List[Tuple[_ConnectorPool, _Entry]] = []
+        limiter = self._limiter
+        if limiter is None or self._closed or not limiter.waiting():
+            return None
         with self._lock:
             pools = list(self._live)
-            excess = sum(p.current_size for p in pools) - self.max_total
-            pools.sort(key=lambda p: len(p.free_items), reverse=True)
-            for pool in pools:
-                while excess > 0:
-                    entry = pool._shed_idle()
-                    if entry is None:
-                        break
-                    shed.append((pool, entry))
-                    excess -= 1
-        for pool, entry in shed:
-            log.debug(
-                "%s: closing idle connection #%d of %s to make room (max_total=%d)",
-                self._label(), entry.serial, pool._key, self.max_total,
-            )
-            pool._retire(entry)
-
-    def _collect_orphans(self) -> None:
-        with self._lock:
-            pools = [p for p in self._live if p._orphans]
         for pool in pools:
-            pool._collect_orphans()
+            reclaim_orphans(pool)
+        return self.hub.monotonic() + ORPHAN_POLL
 
-    # -- fail fast ----------------------------------------------------------------------
+    def _make_room(self, pool: BaseConnectionPool) -> None:
+        """Before a connect of ``pool`` under ``max_total``: close idle connections until
+        the new one fits.
 
-    def _before_connect(self, key: PoolKey) -> bool:
-        """Raise DatabaseUnavailable while the host backs off; True if this connect is the trial."""
-        if self.failure_threshold is None or not self._health:
-            return False
-        now = self.hub.monotonic()
+        What must fit are the connections open (idle or in use), those being
+        closed and the connects already let through; connects still waiting
+        here do not count until they are let through, so they cannot hold each
+        other up.  The pools with the most idle connections give theirs up
+        first.  When nothing is idle (every connection in use), it looks again
+        until one comes back or the pool's ``connect_timeout`` (5 s if None)
+        has passed, then connects anyway.
+        """
+        cap = self.max_total
+        if cap is None:
+            return
+        limit = _ROOM_WAIT if pool.connect_timeout is None else pool.connect_timeout
+        deadline = self.hub.monotonic() + limit
+        pause = _ROOM_PAUSE
         with self._lock:
-            health = self._health.get((key.host, key.port))
-            if health is None or health.open_until is None:
-                return False
-            if not health.on_trial and now >= health.open_until:
-                health.on_trial = True
-                return True
-            remaining = max(0.0, health.open_until - now)
-            failures, last = health.failures, health.last_error
-        state = "a trial connect is under way" if remaining == 0 else (
-            f"failing fast for {remaining:.1f} s more"
-        )
-        raise DatabaseUnavailable(
-            f"{self._label()}: {key.address} failed {failures} connects in a row "
-            f"(last: {type(last).__name__}); {state}"
-        ) from last
-
-    def _connect_failed(self, key: PoolKey, exc: BaseException, on_trial: bool) -> None:
-        if self.failure_threshold is None or not _is_connect_error(exc):
-            # Interrupted (kill, the caller's timeout) or refused by the pool itself:
-            # says nothing about the host.  A trial that never finished is retried.
-            if on_trial:
+            self._rooming += 1
+        waiting = True
+        try:
+            while True:
                 with self._lock:
-                    health = self._health.get((key.host, key.port))
-                    if health is not None:
-                        health.on_trial = False
-            return
-        now = self.hub.monotonic()
-        with self._lock:
-            health = self._health.get((key.host, key.port))
-            if health is None:
-                health = self._health[(key.host, key.port)] = _HostHealth(key.address)
-            health.failures += 1
-            health.last_error = exc
-            health.on_trial = False
-            opens = on_trial or health.failures >= self.failure_threshold
-            if opens:
-                health.open_until = now + self.backoff
-            failures = health.failures
-        if on_trial:
-            log.warning(
-                "%s: trial connect to %s failed (%s); failing fast for another %.1f s",
-                self._label(), key.address, type(exc).__name__, self.backoff,
-            )
-        elif opens and failures == self.failure_threshold:
-            log.warning(
-                "%s: %d connects in a row to %s failed (last: %s); failing fast for %.1f s",
-                self._label(), failures, key.address, type(exc).__name__, self.backoff,
+                    over, idle = self._over_cap_locked(cap)
+                    if over <= 0 or self.hub.monotonic() >= deadline:
+                        self._rooming -= 1
+                        waiting = False
+                        break
+                    shed = []
+                    for other, count in idle:
+                        shed.append((other, min(over, count)))
+                        over -= count
+                        if over <= 0:
+                            break
+                    # Counted until closed: a pool frees the slot before the close is done.
+                    self._closing += sum(count for _, count in shed)
+                if not shed:
+                    self.hub.sleep(pause)
+                    pause = min(2 * pause, _ROOM_PAUSE_MAX)
+                    continue
+                for other, count in shed:
+                    try:
+                        closed = other.close_idle(count)
+                    finally:
+                        with self._lock:
+                            self._closing -= count
+                    if closed:
+                        log.debug(
+                            "%s: closed %d idle connection(s) of %s to make room (max_total=%d)",
+                            self._label(), closed, other.name, cap,
+                        )
+        finally:
+            if waiting:
+                with self._lock:
+                    self._rooming -= 1
+        if over > 0:
+            log.debug(
+                "%s: %s connects with %d connection(s) over max_total=%d, none idle",
+                self._label(), pool.name, over, cap,
             )
 
-    def _connect_succeeded(self, key: PoolKey) -> None:
-        if self.failure_threshold is None or not self._health:
-            return
-        with self._lock:
-            health = self._health.pop((key.host, key.port), None)
-        if health is not None and health.open_until is not None:
-            log.info(
-                "%s: %s is reachable again after %d failed connects; back-off over",
-                self._label(), key.address, health.failures,
-            )
+    def _over_cap_locked(self, cap: int) -> Tuple[int, List[Tuple[BaseConnectionPool, int]]]:
+        """How many connections a new one would put over ``cap``, and the pools with
+        idle connections (most first).  Under the connector's lock, which no one takes
+        while holding a pool's: the decision and the count it uses cannot drift apart."""
+        total = self._closing + 1 - self._rooming  # connects waiting here count for nothing
+        idle = []
+        for pool in self._live:
+            s = pool.stats()
+            total += s.size
+            if s.idle:
+                idle.append((pool, s.idle))
+        idle.sort(key=lambda pi: pi[1], reverse=True)
+        return total - cap, idle
 
     # -- display ------------------------------------------------------------------------
 
@@ -831,17 +911,11 @@ def _keyword(option: str, value: Any) -> str:
 
 
 def _is_connect_error(exc: BaseException) -> bool:
-    """A failure of the connect itself (driver error, ConnectTimeout).
-
-    Not a kill or the caller's own timeout (BaseException), nor a refusal by the pool.
-    """
+    """A failure of the connect itself (driver error, ConnectTimeout), not a refusal by
+    greenpool (such as the fail-fast gate's DatabaseUnavailable)."""
     if not isinstance(exc, Exception):
         return False
     return not isinstance(exc, PoolError) or isinstance(exc, ConnectTimeout)
-
-
-def _backing_off(health: _HostHealth, now: float) -> bool:
-    return health.open_until is not None and (health.on_trial or now < health.open_until)
 
 
 def _activity(pool: Any) -> Tuple[bool, int]:

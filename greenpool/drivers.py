@@ -16,9 +16,8 @@ from __future__ import annotations
 import enum
 import logging
 import math
-import operator
 import re
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from .hubs import HubSpec, resolve_hub
 
@@ -57,28 +56,10 @@ class Driver:
         query is still running reports BUSY there); this generic one reads the
         ``closed`` and ``in_transaction`` attributes that many drivers have.
         """
-        try:
-            if conn.in_transaction is False and not conn.closed:
-                return _IDLE
-        except AttributeError:
-            pass
         closed = getattr(conn, "closed", False)
-        if closed and isinstance(closed, (bool, int)):
+        if closed is not False and isinstance(closed, (bool, int)) and closed:
             return _CLOSED
         return _IDLE if getattr(conn, "in_transaction", None) is False else _DIRTY
-
-    def idle_probe(self) -> tuple[Callable[[Any], Any], Any]:
-        """A look at a returned connection, and the reading that means IDLE.
-
-        The pool's common return tests ``probe(conn) is reading``, so the
-        reading must be a singleton (an enum member, a bool, a small int);
-        anything else (another reading, or an exception) sends the connection
-        to :meth:`return_state`, the authority.  Drivers whose state is one
-        attribute or method of a C connection give an ``operator`` callable
-        here, several times cheaper than a Python call; the others give
-        :meth:`return_state` itself.
-        """
-        return self.return_state, _IDLE
 
     name = "generic"
     #: The connect() keyword that names the database.
@@ -148,10 +129,6 @@ class Psycopg2Driver(Driver):
             return bool(conn.info.transaction_status == 1)  # TRANSACTION_STATUS_ACTIVE
         except Exception:
             return False
-
-    def idle_probe(self) -> tuple[Callable[[Any], Any], Any]:
-        # A closed connection reads 4 (unknown), never 0.
-        return operator.methodcaller("get_transaction_status"), 0
 
     def return_state(self, conn: Any) -> ReturnState:
         if conn.closed:
@@ -292,10 +269,6 @@ class MySQLDriver(Driver):
 class SQLiteDriver(Driver):
     name = "sqlite3"
     database_keyword = "database"
-
-    def idle_probe(self) -> tuple[Callable[[Any], Any], Any]:
-        # Reading in_transaction raises ProgrammingError once the connection is closed.
-        return operator.attrgetter("in_transaction"), False
 
     def return_state(self, conn: Any) -> ReturnState:
         try:

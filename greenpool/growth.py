@@ -105,6 +105,7 @@ class Growth:
             return
         self.backoff.succeeded()
         pool._add_created(entry)
+        self.grow()  # more callers may have queued than connects were in flight
 
     def _failed(self, exc: BaseException) -> None:
         pool = self._pool

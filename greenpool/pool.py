@@ -120,6 +120,14 @@ class Pool(Generic[T]):
     :class:`~greenpool.errors.TooManyWaiters` at once).
     """
 
+    # Slots, read on every checkout and return; ``__dict__`` stays for subclasses.
+    __slots__ = (
+        "__dict__", "__weakref__", "hub", "name", "min_size", "max_size", "max_waiting",
+        "order_as_stack", "free_items", "current_size", "_creating", "_waiters", "_lock",
+        "_clock", "_cooperative", "_closed", "_create_fn", "_requests", "_waits",
+        "_timeouts", "_wait_time", "_created", "_create_failures",
+    )
+
     def __init__(
         self,
         min_size: int = 0,

@@ -152,13 +152,19 @@ class Vetting:
         return watch is not None and bool(watch.poll(0))
 
     def return_problem(
-        self, entry: ConnectionEntry, now: float, generation: int, cleanup: Any
+        self,
+        entry: ConnectionEntry,
+        now: float,
+        generation: int,
+        cleanup: Any,
+        state: ReturnState,
     ) -> Optional[str]:
         """Whether a returned connection may be reused; the reason to close it, or
         None once it is clean.
 
         ``generation`` is the pool's (a drained connection is not reused);
-        ``cleanup`` the caller's (None for none), or the pool's default.
+        ``cleanup`` the caller's (None for none), or :data:`DEFAULT` for the
+        pool's; ``state`` what :meth:`Driver.return_state` read.
         """
         if entry.generation != generation:
             return "drained"
@@ -168,7 +174,6 @@ class Vetting:
         if cleanup is DEFAULT:
             cleanup = self.cleanup
         conn = entry.conn
-        state = self.driver.return_state(conn)
         if state is _IDLE:
             if cleanup is cleanup_rollback or cleanup is None:
                 return None  # nothing to roll back

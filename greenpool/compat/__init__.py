@@ -13,24 +13,43 @@ import:
 Each module's docstring says what it keeps, what it fixes and where it
 deliberately differs.  Every one of them waits, queues and counts through a
 :class:`~greenpool.RawConnectionPool` (or, with ``tpool=True``, a
-:class:`~greenpool.TpooledConnectionPool`), so waiting is fair, never blocks
-the hub, and loses no slot whatever interrupts it.
+:class:`~greenpool.TpooledConnectionPool`), using only its public API, so
+waiting is fair, never blocks the hub, and loses no slot whatever
+interrupts it.  What they share:
 
-This package module holds what the three share: building the core pool,
-keying checkouts (by a caller's key or by the running green thread), the
-object handed to users whose ``close()`` gives the connection back, and
-the small task that returns connections whose holder is gone (a green
-thread that ended, a pooled connection dropped without ``close()``).  None
-of the submodules is imported here, so importing this package imports no
-database driver.
+* **Connections are opened by the pool**, in the background, never in the
+  caller.  A call that asks not to wait (``timeout=0``, DBUtils'
+  ``blocking=False``) fails at once only when every connection is in use;
+  when the pool has room it waits for the connection being opened for it,
+  up to the pool's ``connect_timeout`` (:data:`CONNECT_WAIT` when none is
+  set).  A longer timeout is the caller's own.
+* **Connect errors are not raised directly**: a caller that gets no
+  connection in time while connects fail gets the module's own pool error,
+  which is also an instance of the last connect error's class (so
+  ``except psycopg2.OperationalError`` still catches it) and has that error
+  as its ``__cause__`` (:func:`timeout_error`).
+* **One reclaim mechanism.**  A pooled connection dropped without
+  ``close()`` is reclaimed by the core pool (the connection is closed, since
+  its state is unknown, and its slot freed).  What only the compat pools
+  know, a connection bound to a green thread (or OS thread) that has ended,
+  is given back by one :class:`~greenpool.maintenance.MaintenanceTask` per
+  pool holding the pool weakly: at the start of every operation of the
+  pool, every :data:`HOLDER_POLL` seconds while such connections exist, and
+  every :data:`HOLDER_POLL_WAITING` seconds while callers wait for a
+  connection.
+
+None of the submodules is imported here, so importing this package imports
+no database driver.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import numbers
+import threading
 import weakref
-from collections import deque
-from typing import Any, Callable, Deque, Dict, Generic, Hashable, Optional, TypeVar
+from typing import Any, Callable, Dict, Generic, Hashable, Optional, TypeVar
 
 from ..connections import (
     BaseConnectionPool,
@@ -41,23 +60,97 @@ from ..connections import (
 )
 from ..drivers import Driver
 from ..errors import PoolTimeout
-from ..health import resolve_check
 from ..hubs import Hub
-from ..hubs.base import original_lock
+from ..maintenance import MaintenanceTask
 from ..proxy import PooledConnectionWrapper
 
-__all__ = ["PooledConnection"]
+__all__ = ["CompatPool", "PooledConnection"]
 
 log = logging.getLogger(__name__)
 
 V = TypeVar("V")
 
-#: Seconds between the reaper's rounds while callers wait for a connection, and otherwise.
-REAP_FAST = 0.02
-REAP_SLOW = 0.5
-
 #: Default seconds a compat pool keeps an idle connection open.
 DEFAULT_MAX_IDLE = 60.0
+
+#: How long a call that asked not to wait may wait for a connection being opened for
+#: it, when the pool has no ``connect_timeout`` (the core's default connect bound).
+CONNECT_WAIT = 5.0
+
+#: Seconds between looks for connections bound to ended green threads (or threads),
+#: while such connections exist, and while callers wait for a connection.
+HOLDER_POLL = 0.5
+HOLDER_POLL_WAITING = 0.02
+
+
+# -- arguments -----------------------------------------------------------------------------
+
+
+def _kind(value: Any) -> str:
+    """What a wrong value is, without echoing it (it may be a DSN holding a password)."""
+    if isinstance(value, (bool, numbers.Number)) or value is None:
+        return repr(value)
+    return f"a {type(value).__name__}"
+
+
+def check_int(name: str, value: Any, minimum: int = 0) -> int:
+    """``value`` as an int >= ``minimum``; TypeError/ValueError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {_kind(value)}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_seconds(name: str, value: Any) -> Optional[float]:
+    """``value`` as seconds >= 0; None (and infinity) mean "for ever"."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number of seconds, got {_kind(value)}")
+    if value != value or value < 0:  # NaN or negative
+        raise ValueError(f"{name} must be >= 0 seconds, got {value!r}")
+    return None if value == math.inf else float(value)
+
+
+def check_callable(name: str, value: Any) -> Any:
+    """``value`` if callable or None; TypeError naming ``name`` otherwise."""
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable, got {_kind(value)}")
+    return value
+
+
+def merge_mapping_arg(args: tuple, kwargs: Dict[str, Any]) -> tuple[tuple, Dict[str, Any]]:
+    """Accept connect arguments given as one positional mapping (``{"host": ...}``).
+
+    Explicit keywords win over the mapping's entries.
+    """
+    if len(args) == 1 and isinstance(args[0], dict):
+        return (), {**args[0], **kwargs}
+    return args, kwargs
+
+
+def connect_bound(kwargs: Dict[str, Any], *names: str) -> Optional[float]:
+    """The driver's own connect timeout keyword (first of ``names`` found), as the pool's bound.
+
+    The keyword still goes to the driver; the pool enforces it as well, because
+    a green connect (psycopg2 with a wait callback) ignores libpq's.
+    """
+    for key in names or ("connect_timeout",):
+        value = kwargs.get(key)
+        if value is not None:
+            try:
+                seconds = float(value)
+            except (TypeError, ValueError):
+                return None
+            return seconds if seconds > 0 else None
+    return None
+
+
+def describe_error(error: BaseException) -> str:
+    """An error's class and text on one line, for a log record (drivers write several)."""
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 # -- the core pool -------------------------------------------------------------------------
@@ -83,7 +176,8 @@ def make_core(
     """The core pool behind a compat pool: raw, or tpooled when ``tpool`` is true.
 
     ``args``/``kwargs`` go to ``connect`` untouched, whatever their names (the
-    core's ``connect_kwargs``).
+    core's ``connect_kwargs``).  ``min_size`` connections are opened now; a
+    connect error raises from here, as the original pools' constructors do.
     """
     if not isinstance(tpool, bool):
         raise TypeError(f"tpool must be a bool, got {tpool!r}")
@@ -105,47 +199,116 @@ def make_core(
     )
 
 
-def connect_bound(kwargs: Dict[str, Any], *names: str) -> Optional[float]:
-    """The driver's own connect timeout keyword (first of ``names`` found), as the pool's bound.
+def connect_wait(pool: BaseConnectionPool) -> float:
+    """How long a caller may wait for a connection being opened for it (see the module)."""
+    bound = pool.connect_timeout
+    return CONNECT_WAIT if bound is None else bound
 
-    The keyword still goes to the driver; the pool enforces it as well, because
-    a green connect (psycopg2 with a wait callback) ignores libpq's.
+
+def take(pool: BaseConnectionPool, timeout: Optional[float]) -> PooledConnectionWrapper:
+    """Check a connection out of ``pool``; ``timeout`` bounds the wait for one in use.
+
+    A caller finding the pool with an idle connection or room for a new one
+    waits up to ``max(timeout, connect_wait(pool))``: the pool opens
+    connections in the background, and a caller that asked not to wait
+    still waits for the one being opened for it, as it waited for its own
+    connect in the original pools.  Raises the core's ``PoolTimeout`` (naming
+    the last connect error while connects fail) or ``PoolClosed``.
     """
-    for key in names or ("connect_timeout",):
-        value = kwargs.get(key)
-        if value is not None:
-            try:
-                seconds = float(value)
-            except (TypeError, ValueError):
-                return None
-            return seconds if seconds > 0 else None
-    return None
+    wait = connect_wait(pool)
+    if timeout is None or timeout >= wait:
+        return pool.get(timeout)
+    if pool.free():
+        return pool.get(wait)
+    started = pool.hub.monotonic()
+    try:
+        return pool.get(timeout)
+    except PoolTimeout:
+        # get() gives back the slots of checkouts dropped without being returned
+        # before it queues: a slot it freed is being refilled for this caller now.
+        if not pool.stats().creating:
+            raise
+    return pool.get(max(0.0, started + wait - pool.hub.monotonic()))
 
 
-def discard(core: BaseConnectionPool, conn: PooledConnectionWrapper, why: str) -> None:
-    """Close a checked-out connection instead of returning it; its slot is freed."""
-    entry = core._take_back(conn)
-    if entry is not None:
-        core._discard(entry, why)
-
-
-def checkout(core: BaseConnectionPool, timeout: Optional[float]) -> PooledConnectionWrapper:
-    """``core.get(timeout)``, never handing out a connection the driver knows is closed.
+def checkout(pool: BaseConnectionPool, timeout: Optional[float]) -> PooledConnectionWrapper:
+    """:func:`take`, never handing out a connection the driver knows is closed.
 
     The core skips its checks for a connection used moments ago; this
     zero-round-trip test (``conn.closed`` and the like) is repeated here so
-    a connection that broke in its last user's hands is replaced.  The
-    timeout covers the whole call.
+    that a connection that broke while idle is replaced.  The timeout covers
+    the whole call.
     """
-    driver = core._driver
-    deadline = None if timeout is None else core.hub.monotonic() + timeout
+    clock = pool.hub.monotonic
+    deadline = None if timeout is None else clock() + timeout
     while True:
-        conn = core.get(timeout)
-        if not driver.is_closed(conn._base):
-            return conn
-        discard(core, conn, "found closed at checkout")
+        lease = take(pool, timeout)
+        if not pool.driver.is_closed(pool.raw_connection(lease)):
+            return lease
+        pool.discard(lease, "found closed at checkout")
         if deadline is not None:
-            timeout = max(0.0, deadline - core.hub.monotonic())
+            timeout = max(0.0, deadline - clock())
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+#: The classes made by :func:`_with_class`, by (pool error, connect error class).
+_COMBINED: Dict[tuple[type, type], type[Exception]] = {}
+
+
+def _with_class(base: type[Exception], cause: type[BaseException]) -> type[Exception]:
+    """``base`` made a subclass of ``cause`` as well, where Python allows it."""
+    if issubclass(base, cause):
+        return base
+    combined = _COMBINED.get((base, cause))
+    if combined is None:
+        namespace = {"__module__": base.__module__, "__qualname__": base.__qualname__,
+                     "__doc__": base.__doc__}
+        try:
+            combined = type(base.__name__, (base, cause), namespace)
+        except TypeError:  # incompatible layouts or a final class: the pool's error alone
+            combined = base
+        if len(_COMBINED) >= 64:  # drivers made per test or per process: stay small
+            _COMBINED.clear()
+        _COMBINED[(base, cause)] = combined
+    return combined
+
+
+def connect_failure(base: type[Exception], message: str, cause: BaseException) -> Exception:
+    """A ``base`` error saying no connection could be opened, chained from ``cause``.
+
+    It is an instance of ``cause``'s class too where Python allows, so code
+    written for the original pools, which raised connect errors straight
+    from the driver, still catches it.
+    """
+    try:
+        error = _with_class(base, type(cause))(message)
+    except Exception:  # the driver's class wants other arguments
+        error = base(message)
+    error.__cause__ = cause
+    return error
+
+
+def timeout_error(
+    exc: PoolTimeout, exhausted: Exception, failed: type[Exception], text: str
+) -> Exception:
+    """What a compat API raises for the core's ``PoolTimeout`` ``exc``.
+
+    While connects fail (the core chains the last connect error to ``exc``):
+    a ``failed`` error (see :func:`connect_failure`) whose message is
+    ``text`` followed by the core's.  Otherwise ``exhausted``, chained from
+    ``exc``.  Raise the result inside the ``except`` block, so that ``exc``
+    stays its context.
+    """
+    cause = exc.__cause__
+    if cause is None:
+        exhausted.__cause__ = exc
+        return exhausted
+    return connect_failure(failed, f"{text}: {exc}", cause)
+
+
+# -- checks --------------------------------------------------------------------------------
 
 
 def ping_quietly(driver: Driver, conn: Any, check: Optional[Callable[[Any], Any]] = None) -> bool:
@@ -165,38 +328,9 @@ def ping_quietly(driver: Driver, conn: Any, check: Optional[Callable[[Any], Any]
         if alive and before is False and driver.in_transaction(conn):
             conn.rollback()
     except Exception as exc:  # any error means "not usable"
-        log.debug("ping failed: %r", exc)
+        log.debug("ping failed: %s", describe_error(exc))
         return False
     return alive
-
-
-def quiet_check(check: Any, driver: Driver) -> Optional[Callable[[Any], None]]:
-    """The core's ``check=`` option, made to leave no transaction open behind it.
-
-    ``SELECT 1`` on psycopg2 outside autocommit opens a transaction; handing
-    that connection out would make ``conn.autocommit = True`` fail.
-    """
-    resolved = resolve_check(check, driver)
-    if resolved is None:
-        return None
-
-    def run(conn: Any) -> None:
-        before = driver.in_transaction(conn)
-        resolved(conn)
-        if before is False and driver.in_transaction(conn):
-            conn.rollback()
-
-    return run
-
-
-def merge_mapping_arg(args: tuple, kwargs: Dict[str, Any]) -> tuple[tuple, Dict[str, Any]]:
-    """Accept connect arguments given as one positional mapping (``{"host": ...}``).
-
-    Explicit keywords win over the mapping's entries.
-    """
-    if len(args) == 1 and isinstance(args[0], dict):
-        return (), {**args[0], **kwargs}
-    return args, kwargs
 
 
 # -- keys ----------------------------------------------------------------------------------
@@ -233,10 +367,11 @@ class OnceMap(Generic[V]):
 
     No lock is held while the value is made (it may wait for a connection);
     other callers for the same key wait on the hub's event for the first.
+    ``lock`` guards the map and is never held across a switch.
     """
 
-    def __init__(self) -> None:
-        self._lock = original_lock()
+    def __init__(self, lock: Any = None) -> None:
+        self._lock = threading.Lock() if lock is None else lock
         self._values: Dict[Hashable, V] = {}
         self._pending: Dict[Hashable, Any] = {}
         self._task_keys = 0
@@ -307,14 +442,16 @@ class OnceMap(Generic[V]):
         return len(self._values)
 
 
-# -- the pool base and the object users hold --------------------------------------------------
+# -- the pool base and the object users hold ------------------------------------------------
 
 
 class CompatPool:
-    """What every compat pool shares: the core pool, keyed checkouts, and the reaper.
+    """What every compat pool shares: the core pool, keyed checkouts, and giving back
+    the connections of ended green threads.
 
     Subclasses implement :meth:`_release` (give back what a
-    :class:`PooledConnection` or a key held) and may override
+    :class:`PooledConnection` held) and, if they bind connections to green
+    threads (:meth:`task_key`), :meth:`_ended`; they may override
     :attr:`_returned_error`.
     """
 
@@ -323,11 +460,11 @@ class CompatPool:
 
     def __init__(self, core: BaseConnectionPool) -> None:
         self._core = core
-        self._keys: OnceMap[Any] = OnceMap()
-        self._dropped: Deque[Any] = deque()
-        self._lock = original_lock()
-        self._outstanding = 0
-        self._reaper = _Reaper(self)
+        self._lock = core.hub.lock()
+        self._keys: OnceMap[Any] = OnceMap(core.hub.lock())
+        self._holders: MaintenanceTask[CompatPool] = MaintenanceTask(
+            self, core.hub, CompatPool._holder_round, "holder reclaim"
+        )
 
     @property
     def hub(self) -> Hub:
@@ -347,52 +484,57 @@ class CompatPool:
         """The key of the running green thread (or OS thread on the threads hub)."""
         return TaskKey(self.hub.current_task())
 
-    # -- handing out and taking back ---------------------------------------------------
+    # -- checking out ------------------------------------------------------------------
 
-    def _handed_out(self) -> None:
-        """A :class:`PooledConnection` or a task-keyed checkout now exists: watch it."""
-        with self._lock:
-            self._outstanding += 1
-        self._reaper.wake()
+    def _lease(
+        self, timeout: Optional[float], reject_closed: bool = True
+    ) -> PooledConnectionWrapper:
+        """A connection from the core pool (:func:`checkout`, or :func:`take` when
+        ``reject_closed`` is false); the core's errors pass through."""
+        if self._keys.has_task_keys() and not self._core.free():
+            # The caller will wait: connections of ended green threads may serve it.
+            self._holders.schedule(self.hub.monotonic())
+        if reject_closed:
+            return checkout(self._core, timeout)
+        return take(self._core, timeout)
 
-    def _give_back(self, handle: Any) -> None:
-        with self._lock:
-            self._outstanding -= 1
-        self._release(handle)
+    def _keyed(self, key: Hashable, make: Callable[[], V], timeout: Optional[float]) -> V:
+        """The value bound to ``key``, made by ``make()`` if missing (see :class:`OnceMap`)."""
+        value = self._keys.get_or_make(key, make, self.hub, timeout)
+        if isinstance(key, TaskKey):
+            self._holders.schedule(self.hub.monotonic() + HOLDER_POLL)
+        return value
 
-    def _release(self, handle: Any) -> None:
-        """Return what a pooled connection or key held (subclasses)."""
+    # -- giving back -------------------------------------------------------------------
+
+    def _release(self, handle: Any, lease: PooledConnectionWrapper) -> None:
+        """Give back what a :class:`PooledConnection` held: its ``handle`` and the core's
+        ``lease`` it used (subclasses)."""
         raise NotImplementedError
 
     def _ended(self, value: Any) -> None:
-        """Give back a task-keyed checkout whose task ended (subclasses may override)."""
-        self._release(value)
+        """Give back a value bound to a green thread that ended (subclasses that bind)."""
+        raise NotImplementedError
 
-    def _watching(self) -> bool:
-        return bool(self._outstanding or self._dropped or self._keys.has_task_keys())
+    def _return_ended(self) -> None:
+        """Give back the connections of green threads (or threads) that ended.
 
-    def _maintain(self) -> None:
-        """Give back connections whose holder is gone: dropped wrappers, ended tasks.
-
-        Runs at the start of each pool operation and in the reaper task, never
-        inside the garbage collector (which only queues into ``_dropped``).
+        Called at the start of each operation and by the holder reclaim task.
         """
-        while self._dropped:
-            try:
-                handle = self._dropped.popleft()
-            except IndexError:
-                break
-            log.debug("%r: a pooled connection was dropped without close(); returning it", self)
-            self._quietly(self._give_back, handle)
         for value in self._keys.pop_ended():
             log.debug("%r: the green thread holding a connection ended; returning it", self)
-            self._quietly(self._ended, value)
+            try:
+                self._ended(value)
+            except Exception as exc:  # a failed return must not stop the others
+                log.warning("%r: returning a connection failed: %s", self, describe_error(exc))
 
-    def _quietly(self, fn: Callable[[Any], None], value: Any) -> None:
-        try:
-            fn(value)
-        except Exception as exc:  # a failed return must not stop the others
-            log.warning("%r: returning a connection failed: %r", self, exc)
+    def _holder_round(self) -> Optional[float]:
+        """The holder reclaim task's job: when to look again, or None."""
+        self._return_ended()
+        if not self._keys.has_task_keys():
+            return None
+        interval = HOLDER_POLL_WAITING if self._core.waiting() else HOLDER_POLL
+        return self.hub.monotonic() + interval
 
     def __repr__(self) -> str:
         s = self._core.stats()
@@ -404,49 +546,6 @@ class CompatPool:
         )
 
 
-class _Reaper:
-    """One task per compat pool that gives back connections whose holder is gone.
-
-    It runs only while something is checked out through a
-    :class:`PooledConnection` or bound to a green thread, every
-    :data:`REAP_FAST` seconds while callers wait and :data:`REAP_SLOW`
-    otherwise, and holds the pool weakly.
-    """
-
-    __slots__ = ("_pool", "_lock", "_running", "_hub")
-
-    def __init__(self, pool: CompatPool) -> None:
-        self._pool = weakref.ref(pool)
-        self._lock = original_lock()
-        self._running = False
-        self._hub = pool.hub
-
-    def wake(self) -> None:
-        with self._lock:
-            if self._running:
-                return
-            self._running = True
-        self._hub.spawn(self._run)
-
-    def _run(self) -> None:
-        try:
-            while True:
-                pool = self._pool()
-                if pool is None:
-                    return
-                with self._lock:
-                    if not pool._watching():
-                        self._running = False
-                        return
-                pool._maintain()
-                interval = REAP_FAST if pool._core.waiting() else REAP_SLOW
-                del pool
-                self._hub.sleep(interval)
-        finally:
-            with self._lock:
-                self._running = False
-
-
 _OWN_SLOTS = frozenset({"_conn", "_handle", "_owner"})
 
 
@@ -456,8 +555,8 @@ class PooledConnection:
     Every attribute of the underlying connection is reachable; ``close()``
     (or leaving a ``with`` block) gives it back to its pool instead of closing
     it, and any later use raises the pool's "returned" error.  One dropped
-    without ``close()`` is given back too, by the pool's reaper task shortly
-    after, never from inside the garbage collector.
+    without ``close()`` is reclaimed by the core pool once garbage collected:
+    the connection is closed (its state is unknown) and its slot freed.
     """
 
     __slots__ = ("_conn", "_handle", "_owner", "__weakref__")
@@ -465,20 +564,19 @@ class PooledConnection:
     _handle: Any
     _owner: CompatPool
 
-    def __init__(self, owner: CompatPool, conn: Any, handle: Any) -> None:
+    def __init__(self, owner: CompatPool, conn: PooledConnectionWrapper, handle: Any) -> None:
         object.__setattr__(self, "_owner", owner)
         object.__setattr__(self, "_conn", conn)
         object.__setattr__(self, "_handle", handle)
-        owner._handed_out()
 
     def close(self) -> None:
         """Give the connection back to the pool (a no-op the second time)."""
-        handle = self._handle
+        handle, lease = self._handle, self._conn
         if handle is None:
             return
         object.__setattr__(self, "_handle", None)
         object.__setattr__(self, "_conn", None)
-        self._owner._give_back(handle)
+        self._owner._release(handle, lease)
 
     def __getattr__(self, name: str) -> Any:
         if name in _OWN_SLOTS:  # only while __init__ is incomplete
@@ -506,15 +604,6 @@ class PooledConnection:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self.close()
-
-    def __del__(self) -> None:
-        # Only a deque append: this may run inside the garbage collector or another thread.
-        try:
-            handle = object.__getattribute__(self, "_handle")
-        except AttributeError:
-            return
-        if handle is not None:
-            self._owner._dropped.append(handle)
 
     def __repr__(self) -> str:
         state = "returned" if self._handle is None else repr(self._conn)

@@ -20,8 +20,8 @@ Kept
   ``connection()``, ``dedicated_connection()``, ``steady_connection()``.
 * Pooled connections: every attribute of the driver's connection is
   reachable; ``close()`` (or the end of a ``with`` block) gives the
-  connection back; later use raises ``InvalidConnectionError``; one dropped
-  without ``close()`` is given back too.  Cursors work as the driver's do.
+  connection back; later use raises ``InvalidConnectionError``.  Cursors
+  work as the driver's do.
 * Steady connections: ``setsession`` commands run on every new connection;
   after ``maxusage`` uses (executions) a connection is reopened; an
   operation failing with one of ``failures`` (default: the driver's
@@ -32,9 +32,10 @@ Kept
   cursor is made, 4 before each execution, 7 always (any bit combination),
   or an SQL statement or a callable (checked as with 1), or a tuple
   ``(flags, sql_or_callable)``.
-* ``maxcached`` idle connections at most (0: no limit), ``mincached`` opened
-  at once, ``maxconnections`` open at most (0: no limit); ``blocking=False``
-  raises ``TooManyConnections`` when they are all in use.  ``reset=True``
+* ``maxcached`` idle connections at most (0: no limit; the least recently
+  used are closed), ``mincached`` opened at once, ``maxconnections`` open at
+  most (0: no limit); ``blocking=False`` raises ``TooManyConnections`` when
+  they are all in use.  ``reset=True``
   rolls back every returned connection, ``reset=False`` only those that
   called ``begin()``.
 * Shared connections (``maxshared``, ``connection(shareable=True)``) only
@@ -65,6 +66,10 @@ Fixed
   them); ``max_age`` (None) bounds their life.  ``PersistentDB`` can bound
   its connections too (``maxconnections=``, waiting as ``blocking=True``
   does), so thousands of green threads cannot open thousands of connections.
+* A pooled connection dropped without ``close()`` does not hold its slot
+  for ever: once it is garbage collected the pool closes the connection (its
+  state is unknown) and frees the slot.  A shared connection is reclaimed so
+  when every holder has dropped it.
 
 Deliberately different
 ----------------------
@@ -74,6 +79,17 @@ Deliberately different
   those connections idle for reuse by the next green threads instead.
   ``threadlocal`` is accepted and ignored: connections are keyed by the
   running green thread, which ``threading.local`` cannot see on every hub.
+* Connections are opened by the pool in the background, not in the caller
+  of ``connection()``, and a connect that fails is retried while the caller
+  waits.  ``blocking=False`` waits for the connection being opened for it
+  (up to the ``connect_timeout`` keyword if given, else 5 s), and raises
+  ``TooManyConnections`` at once only when ``maxconnections`` are all in
+  use.  Connect errors are not raised directly: a caller that gets no
+  connection in time while connects fail gets ``PooledDBError``
+  (``PersistentDBError`` from ``PersistentDB``) that is also an instance of
+  the driver's error (say ``OperationalError``) and has it as its
+  ``__cause__``.  ``steady_connection()`` and the reopening of a steady
+  connection still connect in the caller and raise the driver's errors.
 * ``PooledDB.close()`` closes idle connections now and checked-out ones as
   they come back; the pool then refuses new requests
   (:class:`greenpool.PoolClosed`) instead of silently refilling.
@@ -96,12 +112,12 @@ import contextlib
 import functools
 import logging
 import sys
+import weakref
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
-from .. import _checks
 from ..connections import TpooledConnectionPool, cleanup_rollback
 from ..drivers import describe_target, driver_for
-from ..errors import ConnectionReturned, ConnectTimeout, PoolTimeout
+from ..errors import ConnectionReturned, PoolTimeout
 from ..errors import PoolError as _GreenPoolError
 from ..hubs import Hub, HubSpec, resolve_hub
 from ..pool import TokenPool
@@ -110,10 +126,14 @@ from . import (
     DEFAULT_MAX_IDLE,
     CompatPool,
     PooledConnection,
+    check_callable,
+    check_int,
+    check_seconds,
     connect_bound,
-    discard,
+    describe_error,
     make_core,
     ping_quietly,
+    timeout_error,
 )
 
 __all__ = [
@@ -146,7 +166,7 @@ def _quietly(what: str, action: Callable[[], Any]) -> None:
     try:
         action()
     except Exception as exc:  # the thing is gone either way
-        log.debug("%s failed: %r", what, exc)
+        log.debug("%s failed: %s", what, describe_error(exc))
 
 
 class PooledDBError(_GreenPoolError):
@@ -264,7 +284,7 @@ class _Opener:
             )
         self.args = args
         self.kwargs = kwargs
-        self.maxusage = _checks.check_int("maxusage", 0 if maxusage is None else maxusage)
+        self.maxusage = check_int("maxusage", 0 if maxusage is None else maxusage)
         if setsession is not None and (
             isinstance(setsession, str)
             or not all(isinstance(sql, str) for sql in setsession)
@@ -280,7 +300,7 @@ class _Opener:
                 raise TypeError(f"failures must be an exception class or a tuple of them, "
                                 f"got {failures!r}")
         self.failures: Optional[tuple[type[BaseException], ...]] = failures
-        self.isfatal = _checks.check_callable("isfatal", isfatal)
+        self.isfatal = check_callable("isfatal", isfatal)
         self.ping_flags, self.ping_check = _parse_ping(ping)
         self.hub = hub
 
@@ -315,6 +335,10 @@ class _Opener:
 
     def fatal(self, error: BaseException) -> bool:
         return self.isfatal is None or bool(self.isfatal(error))
+
+    def steady(self) -> SteadyDBConnection:
+        """A new steady connection (the core pool's connect function)."""
+        return SteadyDBConnection(self)
 
 
 _STEADY_SLOTS = frozenset(
@@ -392,8 +416,17 @@ class SteadyDBConnection:
         self._store(self._opener.open())
         _quietly("closing the replaced connection", old.close)
 
-    def _ping_check(self, flag: int = 1) -> None:
-        """Reopen the connection if it is dead, when ``ping`` asks for a check at ``flag``."""
+    @property
+    def begun(self) -> bool:
+        """True between ``begin()`` and the ``commit()``/``rollback()`` that ends it."""
+        return self._transaction
+
+    def ping_check(self, flag: int = 1) -> None:
+        """Reopen the connection if it is dead, when ``ping`` asks for a check at ``flag``.
+
+        ``flag``: 1 taken from the pool, 2 a cursor is made, 4 a statement
+        runs.  Never inside a transaction.
+        """
         opener = self._opener
         if not flag & opener.ping_flags or self._busy():
             return
@@ -405,20 +438,20 @@ class SteadyDBConnection:
                 try:
                     self._reopen()
                 except Exception as exc:  # the next operation will report the outage
-                    log.warning("reopening a dead connection failed: %r", exc)
+                    log.warning("reopening a dead connection failed: %s", describe_error(exc))
 
-    def _checkout_check(self) -> None:
+    def checkout_check(self) -> None:
         """The check when taken from the pool (flag 1); a connection just opened is not pinged."""
         if self._fresh:
             object.__setattr__(self, "_fresh", False)
             return
-        self._ping_check(1)
+        self.ping_check(1)
 
     def _prepare(self, flag: int) -> None:
         """Before a cursor is made (flag 2) or a statement runs (flag 4)."""
         if self._busy():
             return
-        self._ping_check(flag)
+        self.ping_check(flag)
         maxusage = self._opener.maxusage
         if maxusage and self._usage >= maxusage:
             log.debug("a connection reached maxusage=%d; reopening it", maxusage)
@@ -432,7 +465,7 @@ class SteadyDBConnection:
         except failures as exc:
             if busy or not self._opener.fatal(exc):
                 raise
-            log.info("retrying on a new connection after %r", exc)
+            log.info("retrying on a new connection after %s", describe_error(exc))
             try:
                 self._reopen()
             except Exception as reopen_error:
@@ -448,7 +481,7 @@ class SteadyDBConnection:
         with mutex.item():
             yield
 
-    def _share(self, hub: Hub) -> None:
+    def serialize_calls(self, hub: Hub) -> None:
         """From now on calls go one at a time: the connection is shared by green threads."""
         if self._mutex is None and hub.green:
             object.__setattr__(self, "_mutex", TokenPool(0, 1, hub=hub))
@@ -633,6 +666,9 @@ class _DBPool(CompatPool):
     """What PooledDB and PersistentDB share: options, steady connections, the core pool."""
 
     _returned_error = InvalidConnectionError
+    #: Raised (as an instance of the connect error's class too) when no connection
+    #: could be opened in time.
+    _connect_error: type[Exception] = PooledDBError
 
     def __init__(
         self,
@@ -670,9 +706,9 @@ class _DBPool(CompatPool):
             ping=ping,
             hub=chosen,
         )
-        self.timeout = _checks.check_seconds("timeout", timeout)
+        self.timeout = check_seconds("timeout", timeout)
         core = make_core(
-            self._new_steady,
+            self._opener.steady,
             tpool=tpool,
             min_size=min_size,
             max_size=max_size,
@@ -684,52 +720,63 @@ class _DBPool(CompatPool):
             hub=chosen,
             name=name,
         )
+        # The creator's arguments stay with the opener (steady connections reopen
+        # with them); the core is told where they lead, for its repr and errors.
         core.target = describe_target(args, kwargs)
         super().__init__(core)
 
-    def _new_steady(self) -> SteadyDBConnection:
-        return SteadyDBConnection(self._opener)
-
     def steady_connection(self) -> SteadyDBConnection:
-        """A new steady connection outside the pool (closing it closes it)."""
-        return self._new_steady()
+        """A new steady connection outside the pool (closing it closes it).
+
+        It connects in the caller, so connect errors are the driver's own.
+        """
+        return self._opener.steady()
 
     def _take(self, timeout: Optional[float]) -> PooledConnectionWrapper:
         """A connection from the core pool, checked as ``ping`` asks (flag 1)."""
         try:
-            wrapper = self._core.get(timeout)
-        except ConnectTimeout:
-            raise
+            lease = self._lease(timeout, reject_closed=False)
         except PoolTimeout as exc:
-            raise TooManyConnectionsError(
-                f"all {self._core.max_size} connections are in use"
-                + ("" if timeout == 0 else f" (waited {timeout} s)")
-            ) from exc
+            waited = "" if timeout == 0 else f" (waited {timeout} s)"
+            raise timeout_error(
+                exc,
+                TooManyConnectionsError(
+                    f"all {self._core.max_size} connections are in use{waited}"
+                ),
+                self._connect_error,
+                "no connection could be opened",
+            )
         try:
-            wrapper._checkout_check()
+            # Forwarded to the steady connection (in an OS thread when tpooled).
+            lease.checkout_check()
         except BaseException:
-            self._core.put(wrapper)
+            self._core.put(lease)
             raise
-        return wrapper
+        return lease
 
     def close(self) -> None:
         """Close idle connections now and the others as they come back; refuse new requests."""
         self._core.close()
 
 
-def _rollback_begun(conn: Any) -> None:
+def _rollback_begun(steady: SteadyDBConnection) -> None:
     """``reset=False``: roll back only transactions started with ``begin()``."""
-    if conn._transaction:
-        conn.rollback()
+    if steady.begun:
+        steady.rollback()
 
 
 class _Shared:
-    """A connection in PooledDB's shared cache, and how many hold it."""
+    """A connection in PooledDB's shared cache, and how many hold it.
 
-    __slots__ = ("wrapper", "shares")
+    The cache holds the checkout weakly: the holders hold it, so when every
+    one of them drops its share without ``close()``, the core pool reclaims
+    the connection.
+    """
 
-    def __init__(self, wrapper: PooledConnectionWrapper) -> None:
-        self.wrapper = wrapper
+    __slots__ = ("lease", "shares")
+
+    def __init__(self, lease: PooledConnectionWrapper) -> None:
+        self.lease = weakref.ref(lease)
         self.shares = 1
 
 
@@ -759,10 +806,10 @@ class PooledDB(_DBPool):
         tpool: bool = False,
         **kwargs: Any,
     ) -> None:
-        mincached = _checks.check_int("mincached", mincached or 0)
-        maxcached = _checks.check_int("maxcached", maxcached or 0)
-        maxshared = _checks.check_int("maxshared", maxshared or 0)
-        maxconnections = _checks.check_int("maxconnections", maxconnections or 0)
+        mincached = check_int("mincached", mincached or 0)
+        maxcached = check_int("maxcached", maxcached or 0)
+        maxshared = check_int("maxshared", maxshared or 0)
+        maxconnections = check_int("maxconnections", maxconnections or 0)
         if maxcached:
             maxcached = max(maxcached, mincached)
         if maxconnections:
@@ -803,9 +850,8 @@ class PooledDB(_DBPool):
 
     def dedicated_connection(self) -> PooledDedicatedDBConnection:
         """A connection for the caller alone (``connection(shareable=False)``)."""
-        self._maintain()
-        wrapper = self._take(self._wait_time())
-        return PooledDedicatedDBConnection(self, wrapper, wrapper)
+        lease = self._take(self._wait_time())
+        return PooledDedicatedDBConnection(self, lease, lease)
 
     def _wait_time(self) -> Optional[float]:
         return self.timeout if self._blocking else 0.0
@@ -813,14 +859,13 @@ class PooledDB(_DBPool):
     # -- shared connections ---------------------------------------------------------------
 
     def _shared_connection(self) -> PooledSharedDBConnection:
-        self._maintain()
         timeout = self._wait_time()
         deadline = None if timeout is None else self.hub.monotonic() + timeout
         while True:
-            entry, action, changed = self._choose_shared()
-            if action == "share":
+            choice, changed = self._choose_shared()
+            if choice is not None:
                 break
-            if action == "new":
+            if changed is None:
                 return self._new_shared_connection(deadline)
             remaining = None if deadline is None else deadline - self.hub.monotonic()
             if remaining is not None and remaining <= 0:
@@ -829,61 +874,72 @@ class PooledDB(_DBPool):
                 )
             # Transactions end without telling us: look again now and then.
             changed.wait(0.05 if remaining is None else min(0.05, remaining))
+        entry, lease = choice
         try:
-            entry.wrapper._ping_check(1)
+            lease.ping_check(1)
         except BaseException:
-            self._release(entry)
+            self._release(entry, lease)
             raise
-        return PooledSharedDBConnection(self, entry.wrapper, entry)
+        return PooledSharedDBConnection(self, lease, entry)
 
     def _new_shared_connection(self, deadline: Optional[float]) -> PooledSharedDBConnection:
         """Take a connection for the shared cache (a place in it is reserved already)."""
-        wrapper = None
+        lease = None
         try:
             remaining = None if deadline is None else max(0.0, deadline - self.hub.monotonic())
-            wrapper = self._take(remaining)
-            entry = _Shared(wrapper)
+            lease = self._take(remaining)
+            entry = _Shared(lease)
             if not isinstance(self._core, TpooledConnectionPool):
-                wrapper._share(self.hub)
-            shared = PooledSharedDBConnection(self, wrapper, entry)
+                lease.serialize_calls(self.hub)
+            shared = PooledSharedDBConnection(self, lease, entry)
         except BaseException:
             with self._lock:
                 self._new_shared -= 1
-            if wrapper is not None:
-                self._core.put(wrapper)
+            if lease is not None:
+                self._core.put(lease)
             raise
         with self._lock:
             self._new_shared -= 1
             self._shared.append(entry)
         return shared
 
-    def _choose_shared(self) -> tuple[Any, str, Any]:
-        """Decide, without yielding: share an existing connection, take a new one, or wait."""
+    def _choose_shared(self) -> tuple[Optional[tuple[_Shared, Any]], Any]:
+        """Decide, without yielding: share a cached connection (its entry and checkout),
+        take a new one (None, None), or wait for a change (None, an event)."""
         with self._lock:
+            live: list[tuple[_Shared, Any]] = []
+            for entry in self._shared:
+                # A connection whose every holder dropped its share is the core's to reclaim.
+                lease = entry.lease()
+                if lease:
+                    live.append((entry, lease))
+            self._shared = [e for e, _ in live]
             # in_transaction is a property: read here, never through an OS-thread hop.
-            free = [e for e in self._shared if e.wrapper.in_transaction is not True]
-            best = min(free, key=lambda e: e.shares, default=None)
+            free = [(e, lease) for e, lease in live if lease.in_transaction is not True]
+            best = min(free, key=lambda pair: pair[0].shares, default=None)
             room = len(self._shared) + self._new_shared < self._maxshared
             if room and (best is None or self._core.free() > 0):
                 self._new_shared += 1
-                return None, "new", None
+                return None, None
             if best is not None:
-                best.shares += 1
-                return best, "share", None
-            return None, "wait", self._changed
+                best[0].shares += 1
+                return best, None
+            return None, self._changed
 
-    def _release(self, handle: Any) -> None:
+    def _release(self, handle: Any, lease: PooledConnectionWrapper) -> None:
         if isinstance(handle, _Shared):
             with self._lock:
                 handle.shares -= 1
                 if handle.shares:
                     return
-                self._shared.remove(handle)
-            handle = handle.wrapper
-        if self._maxcached and self._core.stats().idle >= self._maxcached:
-            discard(self._core, handle, f"maxcached={self._maxcached} idle connections already")
-        else:
-            self._core.put(handle)
+                if handle in self._shared:
+                    self._shared.remove(handle)
+        core = self._core
+        core.put(lease)
+        if self._maxcached:
+            surplus = len(core.free_items) - self._maxcached
+            if surplus > 0:
+                core.close_idle(surplus)
         with self._lock:
             changed, self._changed = self._changed, self.hub.event()
         changed.set()
@@ -914,24 +970,26 @@ class PersistentDBConnection(PooledConnection):
     def close(self) -> None:
         """Give the connection back if the pool is closeable; else end a begun transaction."""
         owner = self._owner
-        if getattr(owner, "_closeable", False):
+        if isinstance(owner, PersistentDB) and owner.closeable:
             if owner._keys.pop(self._key) is not None:
                 PooledConnection.close(self)
-        elif self._handle is not None and self._conn._transaction:
-            self._conn.rollback()
+        elif self._handle is not None and self.begun:
+            self.rollback()
 
     def __enter__(self) -> Any:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None:
-            self._conn.commit()
+            self.commit()
         else:
-            self._conn.rollback()
+            self.rollback()
 
 
 class PersistentDB(_DBPool):
     """One steady connection per green thread (see the module docstring)."""
+
+    _connect_error = PersistentDBError
 
     def __init__(
         self,
@@ -953,8 +1011,9 @@ class PersistentDB(_DBPool):
         tpool: bool = False,
         **kwargs: Any,
     ) -> None:
-        limit = _checks.check_int("maxconnections", maxconnections or 0)
-        self._closeable = bool(closeable)
+        limit = check_int("maxconnections", maxconnections or 0)
+        #: Whether ``close()`` on a connection gives it back (else it is ignored).
+        self.closeable = bool(closeable)
         if threadlocal is not None:
             log.debug("PersistentDB: threadlocal is ignored; connections follow green threads")
         super().__init__(
@@ -983,13 +1042,13 @@ class PersistentDB(_DBPool):
         ``shareable`` is ignored, as in DBUtils.  Waits up to ``timeout`` when
         ``maxconnections`` are all held, then raises ``TooManyConnections``.
         """
-        self._maintain()
+        self._return_ended()
         key = self.task_key()
         conn = self._keys.get(key)
         if conn is None:
-            conn = self._keys.get_or_make(key, lambda: self._bind(key), self.hub, self.timeout)
+            conn = self._keyed(key, lambda: self._bind(key), self.timeout)
         else:
-            conn._conn._checkout_check()
+            conn.checkout_check()
         return conn
 
     def dedicated_connection(self) -> PersistentDBConnection:
@@ -997,14 +1056,13 @@ class PersistentDB(_DBPool):
         return self.connection()
 
     def _bind(self, key: Any) -> PersistentDBConnection:
-        wrapper = self._take(self.timeout)
-        conn = PersistentDBConnection(self, wrapper, wrapper)
+        lease = self._take(self.timeout)
+        conn = PersistentDBConnection(self, lease, lease)
         object.__setattr__(conn, "_key", key)
         return conn
 
-    def _release(self, handle: Any) -> None:
-        self._core.put(handle)
+    def _release(self, handle: Any, lease: PooledConnectionWrapper) -> None:
+        self._core.put(lease)
 
     def _ended(self, value: Any) -> None:
         PooledConnection.close(value)
-

@@ -11,13 +11,14 @@ Kept
   **dbconfig)`` (the original's argument order) with ``get_connection()``,
   ``set_config(**dbconfig)``, ``add_connection(cnx=None)``, ``pool_name``,
   ``pool_size``, ``reset_session``; with ``dbconfig`` the pool opens
-  ``pool_size`` connections at once, without it none (and
-  ``get_connection``/``add_connection`` raise ``PoolError("Connection
-  configuration not available")``).
+  ``pool_size`` connections at once (a connect error raises from the
+  constructor), without it none (and ``get_connection``/``add_connection``
+  raise ``PoolError("Connection configuration not available")``).
 * ``PooledMySQLConnection``: every attribute of the driver's connection is
   reachable; ``close()`` (or the end of a ``with`` block) gives it back to
   the pool, resetting the session first when ``pool_reset_session``;
-  ``config()`` raises ``PoolError``; ``pool_name``.
+  ``config()`` raises ``PoolError``; ``pool_name`` (and ``pool``, the pool
+  itself).
 * ``connect(**kwargs)``: with any of ``pool_name``, ``pool_size``,
   ``pool_reset_session``, creates or reuses the named pool (named from host,
   port, user and database when ``pool_name`` is missing, joined by ``_``)
@@ -29,8 +30,8 @@ Kept
   from 1 to ``CNX_POOL_MAXSIZE`` (32).  Invalid values raise
   :class:`PoolArgumentError`, an ``AttributeError`` as in the original and a
   ``ValueError``, naming the argument.
-* A full pool makes ``get_connection()`` raise ``PoolError("Failed getting
-  connection; pool exhausted")`` at once.
+* When every connection is in use, ``get_connection()`` raises
+  ``PoolError("Failed getting connection; pool exhausted")`` at once.
 * After ``set_config(**dbconfig)`` new connections use the new settings;
   idle ones are closed, and those checked out are closed when they come back
   so that they are reopened with the new settings.
@@ -43,8 +44,9 @@ Fixed
   come first served and never block the hub.
 * The 32-connection cap is only a default: ``max_pool_size=`` per pool (or
   the module's ``CNX_POOL_MAXSIZE``) raises it.
-* A ``PooledMySQLConnection`` dropped without ``close()`` goes back to the
-  pool instead of being lost with its slot.
+* A ``PooledMySQLConnection`` dropped without ``close()`` does not lose its
+  slot for good: once it is garbage collected the pool closes the
+  connection (its state is unknown) and frees the slot.
 * Broken connections are not handed out: a closed one, or one whose socket
   shows the server hung up, is replaced; one idle for ``check_interval``
   (0.5 s) or more is pinged first (``check="ping"``).
@@ -67,6 +69,18 @@ rollback for other drivers.
 
 Deliberately different
 ----------------------
+* Connections are opened by the pool in the background, not in the caller,
+  and a connect that fails is retried while the caller waits.  A
+  ``get_connection()`` that finds no idle connection but room in the pool
+  waits for the one being opened for it, up to the ``connect_timeout`` (or
+  ``connection_timeout``) keyword if given, else 5 s, even with the default
+  ``timeout=0``.  Connect errors are not raised directly: a caller that gets
+  no connection in time while connects fail gets ``PoolError("Failed getting
+  connection; could not connect: ...")``, which is also an instance of the
+  driver's error (PyMySQL's ``OperationalError``, mysql-connector's
+  ``InterfaceError``...) and has it as its ``__cause__``.
+  ``add_connection()`` has the pool open the connection in the background
+  and keep it (the pool's ``min_size`` is raised by one).
 * Configuration is checked against the driver's ``connect`` signature
   (PyMySQL) or ``MySQLConnection.config`` (mysql-connector):
   ``PoolError("Connection configuration not valid: ...")`` either way.
@@ -88,20 +102,22 @@ import logging
 import re
 from typing import Any, Callable, Optional, cast
 
-from .. import _checks
 from ..connections import cleanup_rollback
 from ..drivers import describe_target
-from ..errors import ConnectionReturned, ConnectTimeout, PoolClosed, PoolTimeout
+from ..errors import ConnectionReturned, PoolClosed, PoolTimeout
 from ..errors import PoolError as _GreenPoolError
 from ..hubs import HubSpec, resolve_hub
+from ..proxy import PooledConnectionWrapper
 from . import (
     DEFAULT_MAX_IDLE,
     CompatPool,
     OnceMap,
     PooledConnection,
-    checkout,
+    check_int,
+    check_seconds,
     connect_bound,
     make_core,
+    timeout_error,
 )
 
 __all__ = [
@@ -222,37 +238,38 @@ def _validate_config(module: Any, config: dict[str, Any]) -> None:
 _COM_RESET_CONNECTION = 0x1F
 
 
-def reset_session(conn: Any) -> None:
+def reset_session(raw: Any) -> None:
     """The session reset done on return when ``pool_reset_session`` is true.
 
     mysql-connector: ``reset_session()``.  PyMySQL: ``COM_RESET_CONNECTION``
     (which also rolls back), then the session set-up PyMySQL does on connect.
     Other drivers: a rollback.  A reset that fails closes the connection.
     """
-    reset = getattr(conn, "reset_session", None)
+    reset = getattr(raw, "reset_session", None)
     if callable(reset):
         reset()
         return
-    if not (hasattr(conn, "_execute_command") and hasattr(conn, "set_character_set")):
-        conn.rollback()
+    if not (hasattr(raw, "_execute_command") and hasattr(raw, "set_character_set")):
+        raw.rollback()
         return
-    conn._execute_command(_COM_RESET_CONNECTION, b"")
-    conn._read_ok_packet()
-    conn.set_character_set(conn.charset, conn.collation)
+    # PyMySQL's own command API: it has no public call for COM_RESET_CONNECTION.
+    raw._execute_command(_COM_RESET_CONNECTION, b"")
+    raw._read_ok_packet()
+    raw.set_character_set(raw.charset, raw.collation)
     setup: list[tuple[str, Optional[tuple[Any, ...]]]] = []
-    if getattr(conn, "sql_mode", None) is not None:
-        setup.append(("SET sql_mode=%s", (conn.sql_mode,)))
-    if getattr(conn, "init_command", None) is not None:
-        setup.append((conn.init_command, None))
+    if getattr(raw, "sql_mode", None) is not None:
+        setup.append(("SET sql_mode=%s", (raw.sql_mode,)))
+    if getattr(raw, "init_command", None) is not None:
+        setup.append((raw.init_command, None))
     if setup:
-        cursor = conn.cursor()
+        cursor = raw.cursor()
         try:
             for sql, params in setup:
                 cursor.execute(sql, params)
         finally:
             cursor.close()
-    if getattr(conn, "autocommit_mode", None) is not None:
-        conn.autocommit(conn.autocommit_mode)
+    if getattr(raw, "autocommit_mode", None) is not None:
+        raw.autocommit(raw.autocommit_mode)
 
 
 class PooledMySQLConnection(PooledConnection):
@@ -268,9 +285,14 @@ class PooledMySQLConnection(PooledConnection):
         )
 
     @property
+    def pool(self) -> MySQLConnectionPool:
+        """The pool the connection belongs to."""
+        return cast(MySQLConnectionPool, self._owner)
+
+    @property
     def pool_name(self) -> str:
         """The name of the pool the connection belongs to."""
-        return cast(MySQLConnectionPool, self._owner).pool_name
+        return self.pool.pool_name
 
 
 class MySQLConnectionPool(CompatPool):
@@ -296,20 +318,20 @@ class MySQLConnectionPool(CompatPool):
         hub: HubSpec = None,
         **dbconfig: Any,
     ) -> None:
-        limit = _checks.check_int(
+        limit = check_int(
             "max_pool_size", CNX_POOL_MAXSIZE if max_pool_size is None else max_pool_size, 1
         )
         self._pool_size = _check_pool_size(pool_size, limit)
         self._pool_name = _check_pool_name(pool_name or generate_pool_name(**dbconfig))
         self._reset_session = bool(pool_reset_session)
-        self.timeout = _checks.check_seconds("timeout", timeout)
+        self.timeout = check_seconds("timeout", timeout)
         self._module = _resolve_driver(driver)
         chosen = resolve_hub(hub)
         self._green_pure = chosen.green and not tpool
         config = self._prepare(dbconfig)
         if min_size is None:
             min_size = self._pool_size if config else 0
-        min_size = _checks.check_int("min_size", min_size)
+        min_size = check_int("min_size", min_size)
         if min_size > self._pool_size:
             raise ValueError(f"min_size ({min_size}) must not exceed pool_size ({pool_size})")
         if min_size and not config:
@@ -373,46 +395,57 @@ class MySQLConnectionPool(CompatPool):
         core.drain()
 
     def add_connection(self, cnx: Any = None) -> None:
-        """Open one more idle connection now, or give back ``cnx`` (one of ours).
+        """Open one more connection and keep it in the pool, or give back ``cnx``.
 
-        Raises PoolError when the pool already holds ``pool_size``
-        connections, has no configuration, or ``cnx`` is not from this pool.
+        The pool opens the connection in the background and keeps at least
+        that many open from now on (its ``min_size`` is raised), as
+        mysql-connector keeps every connection it adds.  Raises PoolError
+        when the pool already holds ``pool_size`` connections, has no
+        configuration, or ``cnx`` is not one of this pool's.
         """
-        self._maintain()
         if cnx is not None:
-            if isinstance(cnx, PooledMySQLConnection) and cnx._owner is self:
+            if isinstance(cnx, PooledMySQLConnection) and cnx.pool is self:
                 cnx.close()
                 return
             raise PoolError("Connection instance not subclass of MySQLConnection from this pool")
         if not self._configured:
             raise PoolError("Connection configuration not available")
         core = self._core
-        with core._lock:
-            full = core.current_size >= core.max_size
-        if full:
+        size = core.stats().size  # opening ones included
+        if size >= core.max_size:
             raise PoolError("Failed adding connection; queue is full")
-        core._prefill(1)
-        core._schedule_sweep()
+        core.min_size = max(core.min_size, size + 1)
+        # The pool tops itself up to min_size when it is offered free slots; resizing
+        # to the same size offers them now (there is no seam to open one directly).
+        core.resize(core.max_size)
 
     def get_connection(self, *, timeout: Any = _MISSING) -> PooledMySQLConnection:
-        """A pooled connection; PoolError when none is free (after ``timeout`` seconds)."""
-        self._maintain()
+        """A pooled connection; PoolError when none is free (after ``timeout`` seconds).
+
+        With room in the pool, the connection opened for the call is waited
+        for whatever the timeout (up to the connect timeout, else 5 s).
+        """
         if not self._configured:
             raise PoolError("Connection configuration not available")
         if timeout is _MISSING:
             timeout = self.timeout
+        else:
+            timeout = check_seconds("timeout", timeout)
         try:
-            wrapper = checkout(self._core, timeout)
-        except ConnectTimeout:
-            raise
+            lease = self._lease(timeout)
         except PoolTimeout as exc:
-            raise PoolError("Failed getting connection; pool exhausted") from exc
+            raise timeout_error(
+                exc,
+                PoolError("Failed getting connection; pool exhausted"),
+                PoolError,
+                "Failed getting connection; could not connect",
+            )
         except PoolClosed:
             raise PoolError(f"Failed getting connection; pool {self._pool_name!r} is closed")
-        return PooledMySQLConnection(self, wrapper, wrapper)
+        return PooledMySQLConnection(self, lease, lease)
 
-    def _release(self, handle: Any) -> None:
-        self._core.put(handle)
+    def _release(self, handle: Any, lease: PooledConnectionWrapper) -> None:
+        self._core.put(lease)
 
     def _remove_connections(self) -> int:
         """Close the idle connections; how many were closed (as in mysql-connector)."""

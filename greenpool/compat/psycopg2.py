@@ -13,7 +13,8 @@ Kept
   ``AbstractConnectionPool``; ``*args``/``**kwargs`` go to the driver's
   ``connect``: a DSN string, keywords, or one positional dict (as in the
   KingbaseES examples).
-* ``minconn`` connections are opened at once; at most ``maxconn`` are open.
+* ``minconn`` connections are opened at once (a connect error raises from
+  the constructor); at most ``maxconn`` are open.
 * ``getconn(key=None)``: the same key returns the same connection until it is
   put back; without a key a new one is made up.  ``putconn(conn, key=None,
   close=False)``: the connection is rolled back if left in a transaction or
@@ -36,12 +37,12 @@ Kept
 
 Fixed
 -----
-* A full pool makes ``getconn()`` wait, first come first served, up to
-  ``timeout`` seconds (default 30; None waits for ever) instead of raising
-  "connection pool exhausted" at once.  ``exhausted="raise"`` (or
-  ``timeout=0``) restores the immediate error; both raise
-  ``PoolError("connection pool exhausted ...")``.  Waiting green threads
-  never block the hub.
+* When every connection is in use, ``getconn()`` waits, first come first
+  served, up to ``timeout`` seconds (default 30; None waits for ever)
+  instead of raising "connection pool exhausted" at once.
+  ``exhausted="raise"`` (or ``timeout=0``) restores the immediate error;
+  both raise ``PoolError("connection pool exhausted ...")``.  Waiting green
+  threads never block the hub.
 * Idle connections above ``minconn`` are kept for ``max_idle`` seconds (60)
   instead of being closed as soon as they are put back.
 * Broken connections are not handed out: one known to be closed, or whose
@@ -66,9 +67,17 @@ Deliberately different
   they are put back, never under their holder's feet; ``putconn()`` after
   ``closeall()`` closes the connection quietly instead of raising, so
   ``finally: pool.putconn(conn)`` survives shutdown.
-* Errors opening a connection pass through unchanged
-  (``psycopg2.OperationalError``; :class:`greenpool.ConnectTimeout` when
-  ``connect_timeout`` expires).
+* Connections are opened by the pool in the background, not in the caller
+  of ``getconn()``, and a connect that fails is retried while the caller
+  waits.  A ``getconn()`` that finds no idle connection but room in the pool
+  waits for the one being opened for it, up to the ``connect_timeout``
+  keyword if given, else 5 s, even with ``exhausted="raise"`` or
+  ``timeout=0``.  Connect errors are not raised directly: a caller that
+  gets no connection in time while connects fail gets
+  ``PoolError("connection pool could not connect: ...")``, which is also an
+  instance of the connect error's class (``psycopg2.OperationalError``, or
+  :class:`greenpool.ConnectTimeout` when ``connect_timeout`` ran out) and
+  has it as its ``__cause__``.
 * ``minconn``/``maxconn`` must be integers (0 <= minconn <= maxconn, maxconn
   >= 1); strings are not converted.
 
@@ -86,21 +95,21 @@ import itertools
 import logging
 from typing import Any, Hashable, Optional
 
-from .. import _checks
-from ..drivers import driver_for, make_psycopg2_green
-from ..errors import ConnectTimeout, PoolClosed, PoolTimeout
+from ..connections import TpooledConnectionPool
+from ..drivers import make_psycopg2_green
+from ..errors import PoolClosed, PoolTimeout
 from ..errors import PoolError as _GreenPoolError
 from ..hubs import HubSpec, resolve_hub
 from ..proxy import PooledConnectionWrapper, ThreadProxy
 from . import (
     DEFAULT_MAX_IDLE,
     CompatPool,
-    checkout,
+    check_int,
+    check_seconds,
     connect_bound,
-    discard,
     make_core,
     merge_mapping_arg,
-    quiet_check,
+    timeout_error,
 )
 
 __all__ = [
@@ -131,13 +140,14 @@ _EXHAUSTED = ("wait", "raise")
 class _Checkout:
     """One connection checked out under a key."""
 
-    __slots__ = ("wrapper", "conn", "raw")
+    __slots__ = ("lease", "conn", "raw")
 
-    def __init__(self, wrapper: PooledConnectionWrapper) -> None:
-        self.wrapper = wrapper
-        #: What getconn() returns: the raw connection, or its OS-thread proxy.
-        self.conn = wrapper._base
-        self.raw = self.conn._obj if isinstance(self.conn, ThreadProxy) else self.conn
+    def __init__(self, lease: PooledConnectionWrapper, raw: Any, conn: Any) -> None:
+        self.lease = lease
+        #: The driver's connection, and what getconn() returns: the same, or its
+        #: OS-thread proxy.
+        self.raw = raw
+        self.conn = conn
 
     def owns(self, conn: Any) -> bool:
         return conn is self.conn or conn is self.raw
@@ -163,13 +173,13 @@ class AbstractConnectionPool(CompatPool):
         name: Optional[str] = None,
         **kwargs: Any,
     ) -> None:
-        self.minconn = _checks.check_int("minconn", minconn)
-        self.maxconn = _checks.check_int("maxconn", maxconn, 1)
+        self.minconn = check_int("minconn", minconn)
+        self.maxconn = check_int("maxconn", maxconn, 1)
         if self.minconn > self.maxconn:
             raise ValueError(f"minconn ({minconn}) must not exceed maxconn ({maxconn})")
         if exhausted not in _EXHAUSTED:
             raise ValueError(f"exhausted must be 'wait' or 'raise', got {exhausted!r}")
-        self.timeout = _checks.check_seconds("timeout", timeout)
+        self.timeout = check_seconds("timeout", timeout)
         self.exhausted = exhausted
         module = importlib.import_module("psycopg2") if driver is None else driver
         chosen = resolve_hub(hub)
@@ -184,7 +194,7 @@ class AbstractConnectionPool(CompatPool):
             max_idle=max_idle,
             max_age=max_age,
             connect_timeout=connect_bound(kwargs),
-            check=quiet_check(check, driver_for(module)),
+            check=check,  # the core rolls back a transaction its check opened
             check_interval=check_interval,
             hub=chosen,
             name=name,
@@ -192,6 +202,9 @@ class AbstractConnectionPool(CompatPool):
             kwargs=kwargs,
         )
         super().__init__(core)
+        # getconn() hands out the driver's connection; behind a tpooled pool on a green
+        # hub, a proxy running each of its calls in an OS thread.
+        self._proxied = isinstance(core, TpooledConnectionPool) and chosen.green
         self._by_conn: dict[int, Hashable] = {}
         self._counter = itertools.count(1)
         self._closeall_called = False
@@ -215,36 +228,37 @@ class AbstractConnectionPool(CompatPool):
         """
         if self._closeall_called:
             raise PoolError("connection pool is closed")
-        self._maintain()
+        self._return_ended()
         if key is None:
             key = self._getkey()
         if timeout is _MISSING:
             timeout = 0.0 if self.exhausted == "raise" else self.timeout
         else:
-            timeout = _checks.check_seconds("timeout", timeout)
+            timeout = check_seconds("timeout", timeout)
         try:
-            taken = self._keys.get_or_make(
-                key, lambda: self._take(key, timeout), self.hub, timeout
-            )
-        except ConnectTimeout:
-            raise
+            taken = self._keyed(key, lambda: self._take(key, timeout), timeout)
         except PoolTimeout as exc:
-            raise PoolError(
-                f"connection pool exhausted (no connection within {timeout} s)"
-            ) from exc
+            raise timeout_error(
+                exc,
+                PoolError(f"connection pool exhausted (no connection within {timeout} s)"),
+                PoolError,
+                "connection pool could not connect",
+            )
         except PoolClosed:
             raise PoolError("connection pool is closed") from None
         return taken.conn
 
     def _take(self, key: Hashable, timeout: Optional[float]) -> _Checkout:
-        taken = _Checkout(checkout(self._core, timeout))
+        lease = self._lease(timeout)
+        raw = self._core.raw_connection(lease)
+        taken = _Checkout(lease, raw, ThreadProxy(raw, self.hub) if self._proxied else raw)
         with self._lock:
-            self._by_conn[id(taken.conn)] = self._by_conn[id(taken.raw)] = key
+            self._by_conn[id(taken.conn)] = self._by_conn[id(raw)] = key
         return taken
 
     def _putconn(self, conn: Any, key: Optional[Hashable] = None, close: bool = False) -> None:
         """Put a connection back (``close=True``: close it and free its slot)."""
-        self._maintain()
+        self._return_ended()
         if key is None:
             key = self._key_of(conn)
         taken = self._keys.get(key)
@@ -274,12 +288,15 @@ class AbstractConnectionPool(CompatPool):
             self._by_conn.pop(id(taken.conn), None)
             self._by_conn.pop(id(taken.raw), None)
         if close:
-            discard(self._core, taken.wrapper, "putconn(close=True)")
+            self._core.discard(taken.lease, "putconn(close=True)")
         else:
-            self._core.put(taken.wrapper)
+            self._core.put(taken.lease)
 
-    def _release(self, handle: Any) -> None:
+    def _release(self, handle: Any, lease: PooledConnectionWrapper) -> None:
         self._give(handle, False)
+
+    def _ended(self, value: Any) -> None:
+        self._give(value, False)
 
 
 class SimpleConnectionPool(AbstractConnectionPool):
@@ -305,15 +322,12 @@ class PersistentConnectionPool(AbstractConnectionPool):
     (and waiting for it, as the other pools do) on its first call;
     ``putconn()`` gives it back early.  When the green thread ends, its
     connection goes back to the pool by itself (at the pool's next
-    operation, or within moments while others wait).
+    operation, or within moments: see :mod:`greenpool.compat`).
     """
 
     def getconn(self, *, timeout: Any = _MISSING) -> Any:
         """The calling green thread's connection."""
-        key = self.task_key()
-        conn = self._getconn(key, timeout=timeout)
-        self._reaper.wake()
-        return conn
+        return self._getconn(self.task_key(), timeout=timeout)
 
     def putconn(self, conn: Any = None, close: bool = False) -> None:
         """Give back the calling green thread's connection (``conn`` may be omitted)."""
