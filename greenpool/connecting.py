@@ -10,6 +10,7 @@ timeout is set a little above the pool's as a backstop, unless given.
 from __future__ import annotations
 
 import logging
+import types
 from typing import Any, Callable, Optional
 
 from .drivers import Driver
@@ -17,9 +18,20 @@ from .errors import ConnectTimeout
 from .hubs import Hub
 from .hubs.base import ThreadCallTimeout, original_lock
 
-__all__ = ["Opener", "close_quietly"]
+__all__ = ["Opener", "close_quietly", "connect_function"]
 
 log = logging.getLogger(__name__)
+
+
+def connect_function(db_module: Any) -> tuple[Any, Callable[..., Any]]:
+    """The DB-API module (None if only a callable was given) and its connect."""
+    if isinstance(db_module, types.ModuleType) or callable(getattr(db_module, "connect", None)):
+        return db_module, db_module.connect
+    if callable(db_module):
+        return None, db_module
+    raise TypeError(
+        f"db_module must be a DB-API module or a connect callable, got a {type(db_module).__name__}"
+    )
 
 
 def close_quietly(conn: Any, label: str) -> None:

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import logging
 import sys
-import types
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Deque, Optional
 
 from . import _checks, upkeep
 from .backoff import Backoff
-from .connecting import Opener, close_quietly
+from .connecting import Opener, close_quietly, connect_function
 from .drivers import Driver, ReturnState, describe_target, driver_for
 from .entry import ConnectionEntry
 from .errors import ConnectTimeout, ForeignConnection, PoolTimeout
@@ -129,36 +128,12 @@ class BaseConnectionPool(Pool[ConnectionEntry]):
     finds none idle queues (first come, first served) and the pool opens one
     in the background, backing off and retrying while connects fail.
 
-    Keyword-only options:
-
-    * ``timeout`` (None): how long :meth:`get` waits by default; None for ever.
-    * ``hub``, ``name``, ``max_waiting``: as for :class:`~greenpool.Pool`.
-    * ``order_as_stack`` (True): reuse the most recently returned connection
-      first, so surplus connections go idle and expire.
-    * ``connect_kwargs``: driver arguments whose names the pool itself uses
-      (such as the driver's own ``connect_timeout``).
-    * ``configure`` (None): called with each new raw connection before its
-      first use (session settings, type adapters).
-    * ``check`` ("ping"): the health check at checkout: "ping" (the driver's
-      cheap liveness test), "off"/None, SQL text, or a callable taking the raw
-      connection.  A closed connection, or an idle one whose socket is
-      readable (the server hung up), is caught first without a round trip;
-      the round trip is skipped for a connection used within
-      ``check_interval`` (0.5 s).  A connection that fails is closed and
-      another one taken.
-    * ``leak_timeout`` (None): a connection held longer is logged once, with
-      the stack that took it (recorded only when this is set).
-    * ``reconnect_backoff`` ((0.05, 2.0)): after a failed connect, the first
-      and longest delay before the next attempt.
-    * ``limiter`` (None): a :class:`~greenpool.Pool` (say a
-      :class:`~greenpool.TokenPool`) shared by several connection pools to
-      cap their checkouts together: each checkout takes one of its items
-      first, in its queue, within the caller's timeout, and gives it back
-      when the connection comes back, is discarded or is reclaimed.
-    * ``before_connect`` (None): called with the pool before each connect
-      attempt, in the growth task; an exception fails the attempt (which
-      backs off as any failed connect).  With :meth:`close_idle`, it lets a
-      pool make room under a limit shared with other pools.
+    Keyword-only options: ``timeout`` (None: :meth:`get` waits for ever),
+    ``hub``, ``name``, ``max_waiting``, ``order_as_stack`` (True),
+    ``connect_kwargs``, ``configure``, ``check`` ("ping"), ``check_interval``
+    (0.5 s), ``leak_timeout``, ``reconnect_backoff`` ((0.05, 2.0)),
+    ``limiter`` and ``before_connect``: each is described in
+    :class:`~greenpool.options.ConnectionOptions`.
     """
 
     __slots__ = (
@@ -194,17 +169,7 @@ class BaseConnectionPool(Pool[ConnectionEntry]):
         before_connect: Optional[Callable[[BaseConnectionPool], Any]] = None,
         **kwargs: Any,
     ) -> None:
-        if isinstance(db_module, types.ModuleType) or callable(getattr(db_module, "connect", None)):
-            self._module: Any = db_module
-            connect_fn = db_module.connect
-        elif callable(db_module):
-            self._module, connect_fn = None, db_module
-        else:
-            raise TypeError(
-                "db_module must be a DB-API module or a connect callable, "
-                f"got a {type(db_module).__name__}"
-            )
-        self._connect_fn: Callable[..., Any] = connect_fn
+        self._module, self._connect_fn = connect_function(db_module)
         options = connection_options(
             max_idle=max_idle, max_age=max_age, connect_timeout=connect_timeout,
             cleanup=cleanup, timeout=timeout, check=check, check_interval=check_interval,
@@ -636,18 +601,7 @@ class BaseConnectionPool(Pool[ConnectionEntry]):
             deadline = self._clock() + timeout
             while self._entries and self._clock() < deadline:
                 self.hub.sleep(min(0.01, max(0.0, deadline - self._clock())))
-            with self._lock:
-                revoked = [entry for entry in self._entries if entry.in_use]
-                for entry in revoked:
-                    entry.revoked = True
-                    entry.in_use = False
-            for entry in revoked:
-                self._end_lease(entry)
-                log.warning(
-                    "%s: closing connection #%d still checked out after close(timeout=%s)",
-                    self._label(), entry.serial, timeout,
-                )
-                self._discard_entry(entry, "pool closed under its user", lost=False)
+            upkeep.revoke_checked_out(self, timeout)
         log.debug("%s: closed", self._label())
 
     def drain(self) -> None:

@@ -21,7 +21,54 @@ __all__ = ["ConnectionOptions", "connection_options"]
 
 @dataclass(frozen=True)
 class ConnectionOptions:
-    """The validated options of a connection pool (see BaseConnectionPool)."""
+    """The validated options of a connection pool (``pool.options``).
+
+    The positional ones, as in ``eventlet.db_pool``:
+
+    * ``max_idle`` (10 s): an idle connection is closed after this long; 0
+      closes every connection when it is returned; None never.
+    * ``max_age`` (30 s): a connection is closed once this old (minus up to
+      5 % jitter), at its next return or while idle; 0 closes every
+      connection on return; None never.
+    * ``connect_timeout`` (5 s): the longest one connect attempt may take;
+      None for ever.
+    * ``cleanup`` (:func:`~greenpool.cleanup_rollback`): called with the raw
+      connection on return; a connection whose cleanup raises is closed.
+
+    The keyword-only ones:
+
+    * ``hub``, ``name``, ``max_waiting``: as for :class:`~greenpool.Pool`.
+    * ``order_as_stack`` (True): reuse the most recently returned connection
+      first, so surplus connections go idle and expire.
+    * ``connect_kwargs``: driver arguments whose names the pool itself uses
+      (such as the driver's own ``connect_timeout``).
+    * ``timeout`` (None): how long ``get()`` waits by default; None for ever.
+    * ``configure`` (None): called with each new raw connection before its
+      first use (session settings, type adapters).
+    * ``check`` ("ping"): the health check at checkout: "ping" (the driver's
+      cheap liveness test), "off"/None, SQL text, or a callable taking the raw
+      connection.  A closed connection, or an idle one whose socket is
+      readable (the server hung up), is caught first without a round trip;
+      the round trip is skipped for a connection used within
+      ``check_interval`` (0.5 s).  A connection that fails is closed and
+      another one taken.
+    * ``leak_timeout`` (None): a connection held longer is logged once, with
+      the stack that took it (recorded only when this is set).
+    * ``reconnect_backoff`` ((0.05, 2.0)): after a failed connect, the first
+      and longest delay before the next attempt.
+    * ``limiter`` (None): a :class:`~greenpool.Pool` (say a
+      :class:`~greenpool.TokenPool`) shared by several connection pools to
+      cap their checkouts together: each checkout takes one of its items
+      first, in its queue, within the caller's timeout, and gives it back
+      when the connection comes back, is discarded or is reclaimed.
+    * ``before_connect`` (None): called with the pool before each connect
+      attempt, in the growth task; an exception fails the attempt (which
+      backs off as any failed connect).  With
+      :meth:`~greenpool.BaseConnectionPool.close_idle`, it lets a
+      pool make room under a limit shared with other pools.
+
+    Infinity is accepted wherever None means "for ever".
+    """
 
     max_idle: Optional[float]
     max_age: Optional[float]

@@ -124,6 +124,23 @@ def report_leaks(pool: BaseConnectionPool) -> Optional[float]:
     return min(pending, default=None)
 
 
+def revoke_checked_out(pool: BaseConnectionPool, timeout: float) -> None:
+    """``close(timeout)``'s end: close the connections still checked out under
+    their users, whose next use fails."""
+    with pool._lock:
+        revoked = [entry for entry in pool._entries if entry.in_use]
+        for entry in revoked:
+            entry.revoked = True
+            entry.in_use = False
+    for entry in revoked:
+        pool._end_lease(entry)
+        log.warning(
+            "%s: closing connection #%d still checked out after close(timeout=%s)",
+            pool._label(), entry.serial, timeout,
+        )
+        pool._discard_entry(entry, "pool closed under its user", lost=False)
+
+
 def note_taker(pool: BaseConnectionPool, entry: ConnectionEntry, now: float) -> None:
     """Record where a connection is checked out (the caller of ``get()``), for the
     leak report; made only when ``leak_timeout`` is set."""
