@@ -18,22 +18,22 @@ from __future__ import annotations
 import logging
 import sys
 from collections import deque
-from dataclasses import dataclass
 from typing import Any, Callable, Deque, Optional
 
 from . import _checks, upkeep
+from .administration import PoolAdministration
 from .backoff import Backoff
 from .connecting import Opener, close_quietly, connect_function
 from .drivers import Driver, ReturnState, describe_target, driver_for
 from .entry import ConnectionEntry
 from .errors import ConnectTimeout, ForeignConnection, PoolTimeout
-from .events import ConnectionCounters, PoolObserver
+from .events import ConnectionCounters, ConnectionPoolStats, PoolObserver
 from .growth import Growth
 from .health import resolve_check
 from .hubs import HubSpec, resolve_hub
 from .maintenance import Scheduler
 from .options import connection_options
-from .pool import Pool, PoolStats
+from .pool import Pool
 from .proxy import PooledConnectionWrapper, ThreadProxy, detach
 from .vetting import DEFAULT as _DEFAULT
 from .vetting import (
@@ -61,27 +61,6 @@ _INF = float("inf")
 _IDLE = ReturnState.IDLE
 
 
-@dataclass(frozen=True)
-class ConnectionPoolStats(PoolStats):
-    """:class:`~greenpool.pool.PoolStats` plus connection counters (from
-    :class:`~greenpool.events.ConnectionCounters`): connections ``opened`` and
-    ``closed``, ``connect_failures`` (``connect_timeouts`` among them),
-    ``expired``, ``lost`` (broken or abandoned in use), ``bad_returns``
-    (refused ``put()`` calls), ``orphans`` (garbage-collected checkouts), and
-    seconds spent waiting in ``get()`` and holding connections."""
-
-    opened: int
-    closed: int
-    connect_failures: int
-    connect_timeouts: int
-    expired: int
-    lost: int
-    bad_returns: int
-    orphans: int
-    wait_time: float
-    usage_time: float
-
-
 class _Checkout:
     """The context manager of :meth:`BaseConnectionPool.item`."""
 
@@ -106,7 +85,7 @@ class _Checkout:
                 self._pool._return_after_error(conn, exc, self._cleanup)
 
 
-class BaseConnectionPool(Pool[ConnectionEntry]):
+class BaseConnectionPool(PoolAdministration):
     """A pool of DB-API connections; the base of the raw and tpooled pools.
 
     ``db_module`` is a DB-API module (its ``connect`` is used) or a connect
@@ -242,19 +221,6 @@ class BaseConnectionPool(Pool[ConnectionEntry]):
             raise TypeError(f"connect_kwargs must be a dict, got a {type(kwargs).__name__}")
         self._opener.kwargs = kwargs
 
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` was called."""
-        return self._closed
-
-    def add_observer(self, observer: PoolObserver) -> None:
-        """Tell ``observer`` (a :class:`~greenpool.events.PoolObserver`) of every event."""
-        self._observers = [*self._observers, observer]
-
-    def remove_observer(self, observer: PoolObserver) -> None:
-        """Stop telling ``observer``; unknown observers are ignored."""
-        self._observers = [o for o in self._observers if o is not observer]
-
     def raw_connection(self, conn: PooledConnectionWrapper) -> Any:
         """The driver's own connection behind a wrapper this pool has checked out."""
         entry = conn._entry if isinstance(conn, PooledConnectionWrapper) else None
@@ -268,20 +234,6 @@ class BaseConnectionPool(Pool[ConnectionEntry]):
         if entry is not None:
             self._end_lease(entry)
             self._discard_entry(entry, reason, lost=True)
-
-    def close_idle(self, count: int = 1) -> int:
-        """Close up to ``count`` idle connections, least recently used first; how many."""
-        count = _checks.check_int("count", count)
-        taken: list[ConnectionEntry] = []
-        with self._lock:
-            while self.free_items and len(taken) < count:
-                # The least recently used is at the end for a stack, the front otherwise.
-                taken.append(self.free_items.pop() if self.order_as_stack
-                             else self.free_items.popleft())
-            self.current_size -= len(taken)
-        for entry in taken:
-            self._retire(entry, "closed to make room")
-        return len(taken)
 
     # -- opening and closing -----------------------------------------------------------
 
@@ -367,10 +319,6 @@ class BaseConnectionPool(Pool[ConnectionEntry]):
     def _retire(self, entry: ConnectionEntry, reason: str = "retired") -> None:
         # Its slot is already gone (shrunk, cleared, expired idle).
         self._close_entry(entry, reason, lost=False)
-
-    def _notify(self, event: str, *args: Any) -> None:
-        for observer in self._observers:
-            getattr(observer, event)(self, *args)
 
     # -- growth ------------------------------------------------------------------------
 
@@ -572,66 +520,6 @@ class BaseConnectionPool(Pool[ConnectionEntry]):
         for entry in entries:
             entry.revet()
 
-    # -- whole pool --------------------------------------------------------------------
-
-    def clear(self) -> None:
-        """Close every idle connection now (checked-out ones are untouched)."""
-        with self._lock:
-            idle = list(self.free_items)
-            self.free_items.clear()
-            self.current_size -= len(idle)
-        for entry in idle:
-            self._retire(entry, "cleared")
-        self._grow()  # waiters and min_size are served by new connections
-
-    def close(self, timeout: Optional[float] = None) -> None:
-        """Close the pool: no further checkouts, idle connections closed at once.
-
-        Waiters get :class:`~greenpool.errors.PoolClosed`.  Connections still
-        checked out are closed when they come back; with ``timeout`` (seconds),
-        ``close`` waits up to that long for them and then closes them under
-        their users (whose next use fails).  Idempotent.
-        """
-        timeout = _checks.check_seconds("timeout", timeout)
-        self._close_waiters()
-        self._scheduler.stop()
-        self._revet_all()  # returns from now on take the long way, which closes them
-        self.clear()
-        if timeout is not None:
-            deadline = self._clock() + timeout
-            while self._entries and self._clock() < deadline:
-                self.hub.sleep(min(0.01, max(0.0, deadline - self._clock())))
-            upkeep.revoke_checked_out(self, timeout)
-        log.debug("%s: closed", self._label())
-
-    def drain(self) -> None:
-        """Replace every connection without failing requests.
-
-        Idle connections are closed now; checked-out ones are closed when
-        they come back; new checkouts get new connections.  For a failover or
-        a password rotation (change ``connect_kwargs`` first).
-        """
-        with self._lock:
-            self._generation += 1
-        self._revet_all()
-        log.info("%s: draining: every connection will be replaced", self._label())
-        self.clear()
-
-    def stats(self) -> ConnectionPoolStats:
-        """A snapshot: pool sizes plus connection counters."""
-        base = Pool.stats(self)
-        with self._lock:
-            counters = self._counters.snapshot()
-        counters["wait_time"] = self._wait_time
-        return ConnectionPoolStats(**base.__dict__, **counters)
-
-    def __repr__(self) -> str:
-        s = Pool.stats(self)
-        state = " closed" if self._closed else ""
-        return (
-            f"<{self._label()}{state} {s.in_use} in use, {s.idle} idle, {s.waiting} waiting, "
-            f"max {s.max_size}, {self.target}, hub {self.hub.name}>"
-        )
 
 
 class RawConnectionPool(BaseConnectionPool):

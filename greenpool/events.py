@@ -11,12 +11,15 @@ which the pool keeps at the same points.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from .pool import PoolStats
 
 if TYPE_CHECKING:  # pragma: no cover
     from .connections import BaseConnectionPool
 
-__all__ = ["PoolObserver", "ConnectionCounters"]
+__all__ = ["PoolObserver", "ConnectionCounters", "ConnectionPoolStats"]
 
 
 class PoolObserver:
@@ -70,3 +73,24 @@ class ConnectionCounters:
 
     def snapshot(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
+
+
+@dataclass(frozen=True)
+class ConnectionPoolStats(PoolStats):
+    """:class:`~greenpool.pool.PoolStats` plus connection counters (from
+    :class:`~greenpool.events.ConnectionCounters`): connections ``opened`` and
+    ``closed``, ``connect_failures`` (``connect_timeouts`` among them),
+    ``expired``, ``lost`` (broken or abandoned in use), ``bad_returns``
+    (refused ``put()`` calls), ``orphans`` (garbage-collected checkouts), and
+    seconds spent waiting in ``get()`` and holding connections."""
+
+    opened: int
+    closed: int
+    connect_failures: int
+    connect_timeouts: int
+    expired: int
+    lost: int
+    bad_returns: int
+    orphans: int
+    wait_time: float
+    usage_time: float

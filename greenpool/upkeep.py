@@ -17,6 +17,7 @@ import traceback
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .administration import PoolAdministration
     from .connections import BaseConnectionPool
     from .entry import ConnectionEntry
 
@@ -124,7 +125,7 @@ def report_leaks(pool: BaseConnectionPool) -> Optional[float]:
     return min(pending, default=None)
 
 
-def revoke_checked_out(pool: BaseConnectionPool, timeout: float) -> None:
+def revoke_checked_out(pool: PoolAdministration, timeout: float) -> None:
     """``close(timeout)``'s end: close the connections still checked out under
     their users, whose next use fails."""
     with pool._lock:
