@@ -51,30 +51,48 @@ class _ConnectDeadline(BaseException):
 
 
 class _PendingConnect:
-    """A connect running in an OS thread that its attempt may stop waiting for."""
+    """A connect running in an OS thread that its attempt may stop waiting for.
+
+    The connection is the attempt's once :meth:`deliver` hands it over;
+    until then :meth:`abandon` closes it, now or when it arrives.
+    """
 
     def __init__(self, connect: Callable[[], Any], label: str) -> None:
         self._connect = connect
         self._label = label
         self._lock = original_lock()
         self._abandoned = False
-        self._taken = False
+        self._delivered = False
+        self._conn: Any = None
 
     def run(self) -> Any:
         conn = self._connect()
         with self._lock:
             late = self._abandoned
-            self._taken = not late
+            if not late:
+                self._conn = conn
         if late:
             log.info("%s: a connection arrived after its connect timed out; closing it",
                      self._label)
             close_quietly(conn, self._label)
         return conn
 
-    def abandon(self) -> None:
-        """The attempt gave up: a connection that arrives from now on is closed."""
+    def deliver(self, conn: Any) -> Any:
+        """The attempt got ``conn``: from now on it is the attempt's to close."""
         with self._lock:
-            self._abandoned = not self._taken
+            self._delivered = True
+            self._conn = None
+        return conn
+
+    def abandon(self) -> None:
+        """The attempt is over: a connection it did not get is closed."""
+        with self._lock:
+            if self._delivered:
+                return
+            self._abandoned = True
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            close_quietly(conn, self._label)
 
 
 class Opener:
@@ -122,7 +140,7 @@ class Opener:
         if self._in_thread:
             pending = _PendingConnect(self._connect_configured, self._label)
             try:
-                return self._hub.run_in_thread(pending.run, timeout=seconds)
+                return pending.deliver(self._hub.run_in_thread(pending.run, timeout=seconds))
             except ThreadCallTimeout:
                 pass  # raised below, outside this handler
             finally:
