@@ -10,7 +10,7 @@ inherit them.  Checkout and return, which are per connection, live in
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Deque, Optional
 
 from . import _checks, upkeep
 from .entry import ConnectionEntry
@@ -40,6 +40,7 @@ class PoolAdministration(Pool[ConnectionEntry]):
     _entries: set[ConnectionEntry]
     _generation: int
     _observers: list[PoolObserver]
+    _orphans: Deque[ConnectionEntry]
     _scheduler: Scheduler
 
     def _grow(self) -> None:
@@ -57,11 +58,6 @@ class PoolAdministration(Pool[ConnectionEntry]):
     def _end_lease(self, entry: ConnectionEntry) -> None:
         raise NotImplementedError
 
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` was called."""
-        return self._closed
-
     def add_observer(self, observer: PoolObserver) -> None:
         """Tell ``observer`` (a :class:`~greenpool.events.PoolObserver`) of every event."""
         self._observers = [*self._observers, observer]
@@ -73,6 +69,16 @@ class PoolAdministration(Pool[ConnectionEntry]):
     def _notify(self, event: str, *args: Any) -> None:
         for observer in self._observers:
             getattr(observer, event)(self, *args)
+
+    def reclaim_abandoned(self) -> None:
+        """Close now the connections of checkouts garbage collected without being
+        returned, freeing their slots (and ``limiter`` items).
+
+        The pool does it by itself at its next :meth:`get` and, while callers
+        wait, every second; a pool sharing a ``limiter`` with others may call
+        this when a caller waits for the limiter.
+        """
+        upkeep.reclaim_orphans(self)
 
     def close_idle(self, count: int = 1) -> int:
         """Close up to ``count`` idle connections, least recently used first; how many."""

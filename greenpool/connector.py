@@ -39,7 +39,11 @@ Beyond eventlet, for pools of :class:`~greenpool.BaseConnectionPool` subclasses:
     checkouts alone would let idle connections pile up across a hundred
     shards, so before each connect (the pools' ``before_connect`` hook) the
     connector closes idle connections of the pools with the most idle ones
-    until the connections open fit under ``max_total``.  Tokens are taken
+    until the connections open fit under ``max_total``; when every one is in
+    use, the connect waits for one to come back, up to the pool's
+    ``connect_timeout``, and then goes ahead.  While callers wait for a
+    token, checkouts garbage collected unreturned in any pool are reclaimed
+    every second.  Tokens are taken
     per checkout rather than per open connection because a per-connection
     token makes a returned connection useless to the waiter of its own pool
     (it would have to be closed and reopened to move its token).
@@ -71,7 +75,9 @@ Beyond eventlet, for pools of :class:`~greenpool.BaseConnectionPool` subclasses:
     ``connect_failures`` but never as failures of the host.  The unit is the
     host because that is what goes down; the price is that a tenant whose
     database was dropped can, after three straight failures, hold up new
-    connects to its host for a few seconds.
+    connects to its host for a few seconds.  A pool with ``min_size``
+    opens those connections in its constructor, so ``get(host, db)`` for a
+    new pool of a host that fails fast raises the ``DatabaseUnavailable``.
 
 Credentials never appear in logs, reprs or messages: hosts, ports and
 database names do.
@@ -92,9 +98,9 @@ from .drivers import driver_for
 from .errors import ConnectTimeout, DatabaseUnavailable, PoolClosed, PoolError, PoolTimeout
 from .events import PoolObserver
 from .hubs import Event, Hub, HubSpec, resolve_hub
-from .maintenance import Scheduler
+from .maintenance import MaintenanceTask, Scheduler
 from .pool import Token, TokenPool
-from .upkeep import ORPHAN_POLL, reclaim_orphans
+from .upkeep import ORPHAN_POLL
 
 __all__ = [
     "DatabaseConnector",
@@ -295,9 +301,10 @@ class _HostGate:
         now = self.hub.monotonic()
         with self.lock:
             health = self.hosts.get((key.host, key.port))
-            on_trial = health is not None and health.trial is task
-            if on_trial:
-                health.trial = None  # type: ignore[union-attr]
+            on_trial = False
+            if health is not None and health.trial is task:
+                health.trial = None
+                on_trial = True
             if not _is_connect_error(error):
                 return  # refused by this gate or by the pool: says nothing about the host
             if health is None:
@@ -338,13 +345,12 @@ class _HostGate:
             return tuple(sorted(h.address for h in self.hosts.values() if h.backing_off(now)))
 
 
-class _Cap(TokenPool):
+class _CapTokens(TokenPool):
     """The ``max_total`` tokens, shared by every pool of a connector as its ``limiter``.
 
-    :meth:`get` names the cap in its errors, and when a caller has to wait
-    it has ``on_wait`` scheduled (the connector's reclaim of checkouts
-    garbage collected in other pools).  :meth:`close` wakes every waiter
-    with PoolClosed.
+    :meth:`get` names the cap in its errors and calls ``on_wait`` when the
+    caller has to wait (see :meth:`_MaxTotal.reclaim_abandoned`).
+    :meth:`close` (the pool's own) wakes every waiter with PoolClosed.
     """
 
     def __init__(
@@ -352,17 +358,15 @@ class _Cap(TokenPool):
     ) -> None:
         self.cap = max_total
         self.cap_label = label
-        self.cap_closed = False
         self.cap_on_wait = on_wait
         super().__init__(0, max_total, hub=hub, name=name)
 
-    def create(self) -> Token:
-        if self.cap_closed:
-            raise PoolClosed(f"{self.cap_label} is closed")
-        return Token()
+    @property
+    def cap_closed(self) -> bool:
+        return self.closed
 
     def get(self, timeout: Optional[float] = None) -> Token:
-        if self.cap_closed:
+        if self.closed:
             raise PoolClosed(f"{self.cap_label} is closed")
         if not self.free():
             self.cap_on_wait()
@@ -378,33 +382,154 @@ class _Cap(TokenPool):
                 f"{self.cap_label} was closed while waiting for a connection"
             ) from None
 
+
+class _MaxTotal:
+    """``max_total`` across the pools of a connector.
+
+    ``limiter`` is given to every pool; :meth:`make_room` runs before each
+    of their connects.  While callers wait for a token, a maintenance task
+    reclaims the checkouts of any pool that were garbage collected
+    unreturned (a pool reclaims its own at its next ``get()``, which a
+    caller of another pool waiting for the cap does not make).
+    """
+
+    def __init__(self, max_total: int, hub: Hub, name: Optional[str], label: str) -> None:
+        self.max_total = max_total
+        self.hub = hub
+        self.label = label
+        self.lock = hub.lock()
+        self.pools: weakref.WeakSet[BaseConnectionPool] = weakref.WeakSet()
+        self.closing = 0  # idle connections being closed to make room
+        self.rooming = 0  # connects waiting in make_room()
+        task = self.reclaim_task = MaintenanceTask(
+            self, hub, _MaxTotal.reclaim_abandoned, "abandoned checkout reclaim"
+        )
+
+        def on_wait() -> None:
+            task.schedule(hub.monotonic() + ORPHAN_POLL)
+
+        self.limiter = _CapTokens(
+            max_total, hub, f"{name} max_total" if name else "max_total", label, on_wait
+        )
+
+    def track(self, pool: BaseConnectionPool) -> None:
+        """Count ``pool``'s connections (as long as it lives: closed pools' checkouts too)."""
+        with self.lock:
+            self.pools.add(pool)
+
     def close(self) -> None:
-        """Refuse further tokens; callers waiting for one get PoolClosed."""
-        self.cap_closed = True
-        # Growing the pool grants each waiter the right to create a token, which
-        # create() refuses; the spare slot does the same for a caller that passed
-        # the check in get() just before.
-        self.resize(self.max_size + self.waiting() + 1)
+        self.reclaim_task.stop()
+        self.limiter.close()
+
+    def reclaim_abandoned(self) -> Optional[float]:
+        """Reclaim garbage-collected checkouts of every pool while callers wait for a
+        token (each gives its token back); when to look again."""
+        if self.limiter.cap_closed or not self.limiter.waiting():
+            return None
+        with self.lock:
+            pools = list(self.pools)
+        for pool in pools:
+            pool.reclaim_abandoned()
+        return self.hub.monotonic() + ORPHAN_POLL
+
+    def make_room(self, pool: BaseConnectionPool) -> None:
+        """Before a connect of ``pool``: close idle connections until the new one fits.
+
+        What must fit are the connections open (idle or in use), those being
+        closed and the connects already let through; connects still waiting
+        here do not count until they are let through, so they cannot hold each
+        other up.  The pools with the most idle connections give theirs up
+        first.  When nothing is idle (every connection in use), it looks again
+        until one comes back or the pool's ``connect_timeout`` (5 s if None)
+        has passed, then connects anyway.
+        """
+        limit = _ROOM_WAIT if pool.connect_timeout is None else pool.connect_timeout
+        deadline = self.hub.monotonic() + limit
+        pause = _ROOM_PAUSE
+        with self.lock:
+            self.rooming += 1
+        waiting = True
+        try:
+            while True:
+                with self.lock:
+                    over, idle = self._over_locked()
+                    if over <= 0 or self.hub.monotonic() >= deadline:
+                        self.rooming -= 1
+                        waiting = False
+                        break
+                    shed = []
+                    for other, count in idle:
+                        shed.append((other, min(over, count)))
+                        over -= count
+                        if over <= 0:
+                            break
+                    # Counted until closed: a pool frees the slot before the close is done.
+                    self.closing += sum(count for _, count in shed)
+                if not shed:
+                    self.hub.sleep(pause)
+                    pause = min(2 * pause, _ROOM_PAUSE_MAX)
+                for other, count in shed:
+                    self._close_idle(other, count)
+        finally:
+            if waiting:
+                with self.lock:
+                    self.rooming -= 1
+        if over > 0:
+            log.debug(
+                "%s: %s connects with %d connection(s) over max_total=%d, none idle",
+                self.label, pool.name, over, self.max_total,
+            )
+
+    def _over_locked(self) -> Tuple[int, List[Tuple[BaseConnectionPool, int]]]:
+        """How many connections a new one would put over the cap, and the pools with
+        idle connections (most first).  Under the lock, which nobody takes while
+        holding a pool's, so that the decision and the counts it uses agree."""
+        total = self.closing + 1 - self.rooming  # connects waiting here count for nothing
+        idle = []
+        for pool in self.pools:
+            s = pool.stats()
+            total += s.size
+            if s.idle:
+                idle.append((pool, s.idle))
+        idle.sort(key=lambda pi: pi[1], reverse=True)
+        return total - self.max_total, idle
+
+    def _close_idle(self, pool: BaseConnectionPool, count: int) -> None:
+        try:
+            closed = pool.close_idle(count)
+        finally:
+            with self.lock:
+                self.closing -= count
+        if closed:
+            log.debug(
+                "%s: closed %d idle connection(s) of %s to make room (max_total=%d)",
+                self.label, closed, pool.name, self.max_total,
+            )
 
 
 class _PoolHooks(PoolObserver):
-    """One pool's ``before_connect`` hook and observer, for its connector.
+    """One pool's ``before_connect`` hook and observer.
 
     Before each connect: the host's fail-fast check, the user's own
     ``before_connect`` (``then``), and making room under ``max_total``.
     After each connect: its outcome, for the fail-fast state.  The observer
     is added at the first connect (which may come from the pool's
-    constructor, for ``min_size``).  Holds the connector weakly.
+    constructor, for ``min_size``).
     """
 
     def __init__(
-        self, connector: DatabaseConnector, key: PoolKey, then: Optional[Callable[[Any], Any]]
+        self,
+        key: PoolKey,
+        gate: Optional[_HostGate],
+        cap: Optional[_MaxTotal],
+        then: Optional[Callable[[Any], Any]],
+        hub: Hub,
     ) -> None:
-        self.connector: Callable[[], Optional[DatabaseConnector]] = weakref.ref(connector)
         self.key = key
+        self.gate = gate
+        self.cap = cap
         self.then = then
-        self.gate = connector._gate
-        self.lock = connector.hub.lock()
+        self.lock = hub.lock()
         self.observing = False
 
     def __call__(self, pool: BaseConnectionPool) -> None:
@@ -417,9 +542,8 @@ class _PoolHooks(PoolObserver):
             self.gate.check(self.key, pool.connect_timeout)
         if self.then is not None:
             self.then(pool)
-        connector = self.connector()
-        if connector is not None:
-            connector._make_room(pool)
+        if self.cap is not None:
+            self.cap.make_room(pool)
 
     def connected(self, pool: BaseConnectionPool, seconds: float) -> None:
         if self.gate is not None:
@@ -526,27 +650,15 @@ class DatabaseConnector:
         self._lock = self.hub.lock()
         self._pools: Dict[PoolKey, _Slot] = {}
         self._pending: Dict[PoolKey, Event] = {}
-        self._live: weakref.WeakSet[BaseConnectionPool] = weakref.WeakSet()
-        self._closing = 0  # idle connections being closed to make room under max_total
-        self._rooming = 0  # connects waiting in _make_room
         self._closed = False
         self._scheduler = Scheduler(self, self.hub)
         self._idle_task = self._scheduler.task(DatabaseConnector._sweep, "idle pool sweep")
         self._gate: Optional[_HostGate] = None
         if self._managed and self.failure_threshold is not None:
             self._gate = _HostGate(self.failure_threshold, self.backoff, self.hub, self._label())
-        self._limiter: Optional[_Cap] = None
+        self._cap: Optional[_MaxTotal] = None
         if self.max_total is not None:
-            reclaim = self._scheduler.task(
-                DatabaseConnector._reclaim_abandoned, "abandoned checkout reclaim"
-            )
-            hub_ = self.hub
-
-            def on_wait() -> None:
-                reclaim.schedule(hub_.monotonic() + ORPHAN_POLL)
-
-            label = f"{name} max_total" if name else "max_total"
-            self._limiter = _Cap(self.max_total, self.hub, label, self._label(), on_wait)
+            self._cap = _MaxTotal(self.max_total, self.hub, name, self._label())
 
     def _check_pool_options(self, conn_pool: Any) -> None:
         """The pool options that concern the connector's own: max_total's and the hooks."""
@@ -675,14 +787,16 @@ class DatabaseConnector:
         """Build the pool for ``key`` (override point, like urllib3's ``_new_pool``)."""
         if not self._managed:
             return self._pool_class(self._module, *self._args, **kwargs)
-        if self._gate is not None or self._limiter is not None:
-            kwargs["before_connect"] = _PoolHooks(self, key, kwargs.get("before_connect"))
-        if self._limiter is not None:
-            kwargs["limiter"] = self._limiter
+        if self._gate is not None or self._cap is not None:
+            kwargs["before_connect"] = _PoolHooks(
+                key, self._gate, self._cap, kwargs.get("before_connect"), self.hub
+            )
+        if self._cap is not None:
+            kwargs["limiter"] = self._cap.limiter
         label = f"{self.name}:{key}" if self.name else str(key)
         pool = self._pool_class(self._module, *self._args, hub=self.hub, name=label, **kwargs)
-        with self._lock:
-            self._live.add(pool)
+        if self._cap is not None:
+            self._cap.track(pool)
         return pool
 
     def pools(self) -> Dict[PoolKey, Any]:
@@ -694,7 +808,7 @@ class DatabaseConnector:
         """Every pool's ``stats()`` and the totals (see :class:`ConnectorStats`)."""
         pools = self.pools().items()
         per_pool = {key: pool.stats() for key, pool in pools if hasattr(pool, "stats")}
-        limiter = self._limiter.stats() if self._limiter is not None else None
+        limiter = self._cap.limiter.stats() if self._cap is not None else None
         return ConnectorStats(
             name=self.name,
             pools=per_pool,
@@ -731,8 +845,8 @@ class DatabaseConnector:
             slots = list(self._pools.values())
             self._pools.clear()
         self._scheduler.stop()
-        if self._limiter is not None:
-            self._limiter.close()
+        if self._cap is not None:
+            self._cap.close()
         self._close_pools(slots, timeout)
         log.debug("%s: closed", self._label())
 
@@ -792,98 +906,6 @@ class DatabaseConnector:
             )
         self._close_pools([slot for _, slot in evicted])
         return min(deadlines, default=None)
-
-    def _reclaim_abandoned(self) -> Optional[float]:
-        """While callers wait for a ``max_total`` token: reclaim every pool's checkouts
-        that were garbage collected unreturned (each gives its token back).
-
-        A pool reclaims its own at its next ``get()``; a caller of another pool
-        waiting for the cap would otherwise wait until the owner's next sweep.
-        """
-        limiter = self._limiter
-        if limiter is None or self._closed or not limiter.waiting():
-            return None
-        with self._lock:
-            pools = list(self._live)
-        for pool in pools:
-            reclaim_orphans(pool)
-        return self.hub.monotonic() + ORPHAN_POLL
-
-    def _make_room(self, pool: BaseConnectionPool) -> None:
-        """Before a connect of ``pool`` under ``max_total``: close idle connections until
-        the new one fits.
-
-        What must fit are the connections open (idle or in use), those being
-        closed and the connects already let through; connects still waiting
-        here do not count until they are let through, so they cannot hold each
-        other up.  The pools with the most idle connections give theirs up
-        first.  When nothing is idle (every connection in use), it looks again
-        until one comes back or the pool's ``connect_timeout`` (5 s if None)
-        has passed, then connects anyway.
-        """
-        cap = self.max_total
-        if cap is None:
-            return
-        limit = _ROOM_WAIT if pool.connect_timeout is None else pool.connect_timeout
-        deadline = self.hub.monotonic() + limit
-        pause = _ROOM_PAUSE
-        with self._lock:
-            self._rooming += 1
-        waiting = True
-        try:
-            while True:
-                with self._lock:
-                    over, idle = self._over_cap_locked(cap)
-                    if over <= 0 or self.hub.monotonic() >= deadline:
-                        self._rooming -= 1
-                        waiting = False
-                        break
-                    shed = []
-                    for other, count in idle:
-                        shed.append((other, min(over, count)))
-                        over -= count
-                        if over <= 0:
-                            break
-                    # Counted until closed: a pool frees the slot before the close is done.
-                    self._closing += sum(count for _, count in shed)
-                if not shed:
-                    self.hub.sleep(pause)
-                    pause = min(2 * pause, _ROOM_PAUSE_MAX)
-                    continue
-                for other, count in shed:
-                    try:
-                        closed = other.close_idle(count)
-                    finally:
-                        with self._lock:
-                            self._closing -= count
-                    if closed:
-                        log.debug(
-                            "%s: closed %d idle connection(s) of %s to make room (max_total=%d)",
-                            self._label(), closed, other.name, cap,
-                        )
-        finally:
-            if waiting:
-                with self._lock:
-                    self._rooming -= 1
-        if over > 0:
-            log.debug(
-                "%s: %s connects with %d connection(s) over max_total=%d, none idle",
-                self._label(), pool.name, over, cap,
-            )
-
-    def _over_cap_locked(self, cap: int) -> Tuple[int, List[Tuple[BaseConnectionPool, int]]]:
-        """How many connections a new one would put over ``cap``, and the pools with
-        idle connections (most first).  Under the connector's lock, which no one takes
-        while holding a pool's: the decision and the count it uses cannot drift apart."""
-        total = self._closing + 1 - self._rooming  # connects waiting here count for nothing
-        idle = []
-        for pool in self._live:
-            s = pool.stats()
-            total += s.size
-            if s.idle:
-                idle.append((pool, s.idle))
-        idle.sort(key=lambda pi: pi[1], reverse=True)
-        return total - cap, idle
 
     # -- display ------------------------------------------------------------------------
 

@@ -96,6 +96,12 @@ class Growth:
 
     def _open_one(self) -> None:
         pool = self._pool
+        with pool._lock:
+            # Served meanwhile by a returned connection, and not needed for min_size?
+            unwanted = not pool._waiters and pool.current_size > pool.min_size
+        if unwanted:
+            pool._release_slot(creating=True)
+            return
         try:
             entry = pool.create()
         except BaseException as exc:

@@ -387,6 +387,23 @@ class Pool(Generic[T]):
         for waiter in waiters:
             waiter.set()
 
+    def close(self) -> None:
+        """Refuse further checkouts (:class:`~greenpool.errors.PoolClosed`), wake
+        every waiter with PoolClosed, and retire the idle items.  Items still
+        out may be put back; they are kept.  Idempotent."""
+        self._close_waiters()
+        with self._lock:
+            idle = list(self.free_items)
+            self.free_items.clear()
+            self.current_size -= len(idle)
+        for item in idle:
+            self._retire(item)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
     def _retire(self, item: T) -> None:
         """Dispose of an item leaving the pool for good (hook; the generic pool drops it)."""
 

@@ -165,7 +165,8 @@ class PooledConnectionWrapper(GenericConnectionWrapper):
             entry.pool.put(self)
 
     def __bool__(self) -> bool:
-        return self._entry is not None
+        entry = self._entry
+        return entry is not None and not entry.revoked
 
     def __del__(self) -> None:
         # Only a deque append (in orphaned()): no I/O, no locks, safe in the collector.

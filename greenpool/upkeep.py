@@ -33,7 +33,7 @@ _INF = float("inf")
 ORPHAN_POLL = 1.0
 
 
-def reclaim_orphans(pool: BaseConnectionPool) -> None:
+def reclaim_orphans(pool: PoolAdministration) -> None:
     """Close the connections of checkouts garbage collected without being returned."""
     while pool._orphans:
         try:

@@ -15,7 +15,6 @@ from greenpool import (
     RawConnectionPool,
     TpooledConnectionPool,
 )
-from greenpool.connections import _where
 from greenpool.connector import DatabaseConnector, PoolKey, UnknownHost, split_host
 from tests.support.fakedb import make_fakedb
 from tests.support.tasks import Spawned, wait_until
@@ -39,14 +38,36 @@ def make(hub, conn_pool=RawConnectionPool, *args, db=None, credentials=None, **k
     return connector, db
 
 
-def fail_for_host(db, host):
-    """Make connects to ``host`` fail (the fake driver is one module for every host)."""
+class HostOutage:
+    """Connects to ``host`` fail without reaching the fake driver, which is one module
+    for every host; ``attempts`` counts them.  Install it before the pools are made
+    (a pool takes the module's ``connect`` when it is built); ``end()`` ends it."""
 
-    def hook():
-        if db.connect_calls[-1][1].get("host") == host:
-            raise db.OperationalError(f"fakedb: {host} refused the connection")
+    def __init__(self, db, host):
+        self.host = host
+        self.attempts = 0
+        self.down = True
+        real = db.connect
 
-    db.connect_hook = hook
+        def connect(*args, **kwargs):
+            if self.down and kwargs.get("host") == host:
+                self.attempts += 1
+                raise db.OperationalError(f"fakedb: {host} refused the connection")
+            return real(*args, **kwargs)
+
+        db.connect = connect
+
+    def end(self):
+        self.down = False
+
+
+def cause_chain(error):
+    """``error`` and its causes, outermost first."""
+    chain = []
+    while error is not None:
+        chain.append(error)
+        error = error.__cause__
+    return chain
 
 
 # -- keying and connect arguments ------------------------------------------------------
@@ -194,18 +215,21 @@ def test_unknown_host_names_it_without_secrets(hub):
 
 def test_no_credentials_in_reprs_logs_or_stats(hub, caplog):
     caplog.set_level(logging.DEBUG)
-    connector, db = make(hub, name="shards", failure_threshold=1, backoff=5)
-    pool = connector.get("db1", "orders")
+    db = make_fakedb()
+    outage = HostOutage(db, "db1")
+    connector, _ = make(hub, db=db, name="shards", failure_threshold=1, backoff=5)
+    pool = connector.get("db3", "orders")
     pool.put(pool.get())
-    fail_for_host(db, "db1")
-    with pytest.raises(db.OperationalError):
-        connector.get("db1", "users").get()
-    with pytest.raises(DatabaseUnavailable) as caught:
-        connector.get("db1", "users").get()
-    texts = [repr(connector), repr(pool), str(connector.stats()), caplog.text, str(caught.value)]
+    with pytest.raises(PoolTimeout) as caught:
+        connector.get("db1", "users").get(timeout=0.3)
+    assert outage.attempts == 1  # then refused by the fail-fast gate
+    errors = cause_chain(caught.value)
+    assert any(isinstance(e, DatabaseUnavailable) for e in errors)
+    texts = [repr(connector), repr(pool), str(connector.stats()), caplog.text]
+    texts += [str(e) for e in errors]
     for text in texts:
         assert SECRET not in text
-    assert "shards" in repr(connector) and "db1/orders" in repr(pool)
+    assert "shards" in repr(connector) and "db3/orders" in repr(pool)
     connector.close()
 
 
@@ -223,6 +247,8 @@ def test_no_credentials_in_reprs_logs_or_stats(hub, caplog):
         ({"database_keyword": "db name"}, ValueError, "database_keyword must be a keyword"),
         ({"name": 1}, TypeError, "name must be a string"),
         ({"min_size": 1, "max_total": 4}, ValueError, "min_size must be 0 when max_total"),
+        ({"max_total": 4, "limiter": object()}, ValueError, "limiter cannot be combined"),
+        ({"before_connect": 5}, TypeError, "before_connect must be callable"),
     ],
 )
 def test_bad_arguments_name_the_argument(hub, kwargs, error, text):
@@ -266,6 +292,23 @@ def test_any_pool_class_like_eventlet(hub):
     ]
 
 
+def test_pools_are_instances_of_the_pool_class_itself(hub):
+    class Mine(RawConnectionPool):
+        pass
+
+    seen = []
+    connector, db = make(hub, Mine, max_total=2, before_connect=seen.append)
+    pool = connector.get("db1", "a")
+    assert type(pool) is Mine
+    default, _ = make(hub, None)
+    assert type(default.get("db1", "a")) is TpooledConnectionPool
+    default.close()
+    with pool.item(timeout=5):
+        pass
+    assert seen == [pool]  # a before_connect of the user's own is called as well
+    connector.close()
+
+
 # -- creation races ------------------------------------------------------------------
 
 
@@ -283,21 +326,24 @@ def test_concurrent_first_gets_make_one_pool(hub):
     tasks = [Spawned(hub, connector.get, "db1", "orders") for _ in range(8)]
     pools = {id(task.wait()) for task in tasks}
     assert len(pools) == 1 and len(made) == 1 and db.connects == 1
-    assert connector._pending == {}
+    # Nothing is left pending: a later first get of another pair is made at once.
+    assert connector.get("db1", "other").stats().idle == 1
     connector.close()
 
 
 def test_failed_creation_is_retried_by_the_next_caller(hub):
+    # min_size connections are opened in the pool's constructor, so its error raises there.
     connector, db = make(hub, RawConnectionPool, 1)
     db.connect_delay = 0.1
     db.connect_error = db.OperationalError("fakedb: first connect refused")  # once only
     first = Spawned(hub, connector.get, "db1", "orders")
-    wait_until(hub, lambda: connector._pending)
+    wait_until(hub, lambda: db.connect_attempts == 1)
     second = Spawned(hub, connector.get, "db1", "orders")
     assert isinstance(first.outcome(), db.OperationalError)
     pool = second.wait()
     assert connector.pools() == {PoolKey("db1", None, "orders"): pool}
-    assert connector._pending == {} and pool.stats().idle == 1
+    assert pool.stats().idle == 1 and db.connect_attempts == 2
+    assert connector.get("db1", "orders") is pool
     connector.close()
 
 
@@ -310,8 +356,9 @@ def test_interrupted_creation_leaves_nothing_behind(green_hub):
     db.connect_delay = 0  # the creator already sleeps in its connect
     creator.kill()
     creator.outcome()
-    assert follower.wait().stats().idle == 1
-    assert connector._pending == {}
+    pool = follower.wait()
+    assert pool.stats().idle == 1
+    assert connector.pools() == {PoolKey("db1", None, "orders"): pool}
     connector.close()
 
 
@@ -357,18 +404,16 @@ def test_close_with_timeout_takes_connections_back(hub):
     held.close()  # a late return is harmless
 
 
-def test_checkouts_remember_where_they_were_taken(hub):
-    connector, _ = make(hub, leak_timeout=60)
-    conn = connector.get("db1", "a").get()
-    assert "test_checkouts_remember_where_they_were_taken" in conn._entry.taken_where
-    conn.close()
-    connector.close()
-    connector, _ = make(hub)
-    pool = connector.get("db1", "a")
-    pool._track_takers = True  # as after a first garbage-collected checkout
-    conn = pool.get()
-    where = _where(conn._entry)
-    assert where.startswith(__file__) and "test_checkouts_remember_where" in where, where
+def test_checkouts_remember_where_they_were_taken(hub, caplog):
+    caplog.set_level(logging.WARNING)
+    connector, _ = make(hub, leak_timeout=0.05)
+
+    def hold_one():
+        return connector.get("db1", "a").get(timeout=5)
+
+    conn = hold_one()
+    wait_until(hub, lambda: "has been checked out for" in caplog.text)
+    assert __file__ in caplog.text and "in hold_one" in caplog.text
     conn.close()
     connector.close()
 
@@ -457,7 +502,7 @@ def test_max_total_timeout_names_the_cap_and_leaks_nothing(hub):
     assert hub.monotonic() - started >= 0.05
     assert connector.stats().checkout_waiting == 0
     held.close()
-    with other.item() as conn:
+    with other.item(timeout=5) as conn:
         assert conn
     assert connector.stats().checkouts == 0
     connector.close()
@@ -489,6 +534,9 @@ def test_max_total_never_opens_more_than_the_cap(hub, conn_pool):
     for task in tasks:
         task.wait(20)
     assert seen and max(seen) < cap  # room made before every connect
+    # Connects whose callers were served by a returned connection meanwhile may
+    # still be under way (the pools open connections in the background).
+    wait_until(hub, lambda: not any(p.creating for p in connector.stats().pools.values()))
     s = connector.stats()
     assert s.checkouts == 0 and s.size <= cap and len(db.open_connections()) <= cap
     connector.close()
@@ -512,17 +560,24 @@ def test_max_total_tokens_balance_under_contention(hub):
         task.wait(20)
     s = connector.stats()
     assert (s.checkouts, s.checkout_waiting, s.in_use) == (0, 0, 0)
-    assert connector._limiter.free() == 3
+    # Every token is back: max_total checkouts at once, without waiting.
+    other = connector.get("db3", "b")
+    held = [pool.get(timeout=1), pool.get(timeout=1), other.get(timeout=1)]
+    assert connector.stats().checkouts == 3
+    for conn in held:
+        conn.close()
     connector.close()
 
 
-def test_max_total_token_comes_back_when_connect_fails(hub):
+def test_max_total_token_comes_back_when_connects_fail(hub):
     connector, db = make(hub, max_total=1)
-    db.connect_error = db.OperationalError("fakedb: refused")
-    with pytest.raises(db.OperationalError):
-        connector.get("db1", "a").get()
+    db.outage = True
+    with pytest.raises(PoolTimeout) as caught:
+        connector.get("db1", "a").get(timeout=0.2)
+    assert isinstance(caught.value.__cause__, db.OperationalError)
     assert connector.stats().checkouts == 0
-    with connector.get("db1", "a").item() as conn:
+    db.outage = False
+    with connector.get("db3", "a").item(timeout=5) as conn:
         assert conn
     connector.close()
 
@@ -534,16 +589,21 @@ def test_max_total_token_comes_back_when_connection_is_discarded(hub):
     conn.disconnect()  # the server dropped it: the pool closes it on return
     conn.close()
     assert pool.stats().lost == 1 and connector.stats().checkouts == 0
-    with pool.item() as again:
+    with pool.item(timeout=5) as again:
         assert again
+    pool.discard(pool.get(timeout=5))
+    assert connector.stats().checkouts == 0
     connector.close()
 
 
 def test_max_total_token_comes_back_from_an_unreturned_connection(hub):
     connector, db = make(hub, max_total=1)
-    connector.get("db1", "a").get()  # dropped at once, never returned
+    pool = connector.get("db1", "a")
+    pool.put(pool.get(timeout=5))
+    hub.sleep(1.2)  # past the pool's own look for abandoned checkouts after that first get
+    pool.get()  # from the idle list, and dropped at once, never returned
     gc.collect()
-    # The waiter is on another host, so only the cap's own orphan check can find it.
+    # The waiter is on another host: the pool of the dropped checkout is not asked again.
     with connector.get("db3", "b").item(timeout=5) as conn:
         assert conn.kwargs["host"] == "db3"
     assert connector.stats().checkouts == 0
@@ -555,7 +615,7 @@ def test_max_total_token_survives_kills(green_hub, where):
     connector, db = make(green_hub, max_total=1)
     held = connector.get("db1", "a").get() if where == "waiting for the cap" else None
     if where == "connecting":
-        db.connect_delay = 5
+        db.connect_delay = 0.5  # the connect goes on without its caller
     doomed = Spawned(green_hub, lambda: connector.get("db3", "b").get())
     if held is not None:
         wait_until(green_hub, lambda: connector.stats().checkout_waiting == 1)
@@ -568,7 +628,7 @@ def test_max_total_token_survives_kills(green_hub, where):
         held.close()
     s = connector.stats()
     assert s.checkouts == 0 and s.checkout_waiting == 0
-    with connector.get("db3", "b").item(timeout=1) as conn:
+    with connector.get("db3", "b").item(timeout=5) as conn:
         assert conn
     connector.close()
 
@@ -607,93 +667,144 @@ def test_pools_in_use_are_kept(hub):
 
 # -- fail fast ---------------------------------------------------------------------------
 
+#: The pools' own retry delay after a failed connect, short and steady for these tests.
+RETRY = (0.01, 0.01)
+
 
 @pytest.mark.parametrize("conn_pool", POOL_CLASSES, ids=lambda c: c.__name__)
 def test_failing_host_fails_fast_then_recovers(hub, conn_pool, caplog):
     caplog.set_level(logging.INFO, logger="greenpool.connector")
-    connector, db = make(hub, conn_pool, failure_threshold=3, backoff=0.3)
-    fail_for_host(db, "db1")
-    for _ in range(3):
-        with pytest.raises(db.OperationalError):
-            connector.get("db1", "a").get()
-    attempts = db.connect_attempts
-    with pytest.raises(DatabaseUnavailable) as caught:
-        connector.get("db1", "other_db").get()  # the host, whatever the database
-    assert db.connect_attempts == attempts
-    assert isinstance(caught.value.__cause__, db.OperationalError)
-    assert "db1 failed 3 connects in a row" in str(caught.value)
-    assert "failing fast for" in str(caught.value)
+    db = make_fakedb()
+    outage = HostOutage(db, "db1")
+    connector, _ = make(
+        hub, conn_pool, db=db, failure_threshold=3, backoff=0.5, reconnect_backoff=RETRY
+    )
+    pool = connector.get("db1", "a")
+    # The pool retries while its caller waits; after 3 failures the host is refused.
+    with pytest.raises(PoolTimeout) as caught:
+        pool.get(timeout=0.3)
+    assert outage.attempts == 3
+    refusal = caught.value.__cause__
+    assert isinstance(refusal, DatabaseUnavailable)
+    assert isinstance(refusal.__cause__, db.OperationalError)
+    assert "db1 failed 3 connects in a row" in str(refusal) and "failing fast for" in str(refusal)
+    assert "DatabaseUnavailable" in str(caught.value)
     assert "3 connects in a row to db1 failed (last: OperationalError)" in caplog.text
     assert connector.stats().failing_hosts == ("db1",)
-    with connector.get("db3", "a").item() as conn:  # other hosts are unaffected
+    with pytest.raises(PoolTimeout) as caught:
+        connector.get("db1", "other_db").get(timeout=0.05)  # the host, whatever the database
+    assert isinstance(caught.value.__cause__, DatabaseUnavailable)
+    assert outage.attempts == 3
+    with connector.get("db3", "a").item(timeout=5) as conn:  # other hosts are unaffected
         assert conn
 
-    hub.sleep(0.35)  # back-off over: one trial connect, which fails again
-    with pytest.raises(db.OperationalError):
-        connector.get("db1", "a").get()
-    with pytest.raises(DatabaseUnavailable):
-        connector.get("db1", "a").get()
+    wait_until(hub, lambda: connector.stats().failing_hosts == ())
+    # Back-off over: one trial connect, which fails again; then refused again.
+    with pytest.raises(PoolTimeout):
+        pool.get(timeout=0.1)
+    assert outage.attempts == 4
     assert "trial connect to db1 failed" in caplog.text
+    assert connector.stats().failing_hosts == ("db1",)
 
-    db.connect_hook = None
-    hub.sleep(0.35)
-    with connector.get("db1", "a").item() as conn:
+    outage.end()
+    wait_until(hub, lambda: connector.stats().failing_hosts == ())
+    with pool.item(timeout=5) as conn:
         assert conn
     assert "db1 is reachable again after 4 failed connects" in caplog.text
     assert connector.stats().failing_hosts == ()
     connector.close()
 
 
+def test_idle_connections_of_a_failing_host_are_still_handed_out(hub):
+    db = make_fakedb()
+    outage = HostOutage(db, "db1")
+    outage.end()
+    connector, _ = make(hub, db=db, failure_threshold=1, backoff=5, reconnect_backoff=RETRY)
+    ready = connector.get("db1", "a")
+    ready.put(ready.get(timeout=5))
+    outage.down = True
+    with pytest.raises(PoolTimeout):
+        connector.get("db1", "b").get(timeout=0.1)
+    assert connector.stats().failing_hosts == ("db1",)
+    with ready.item(timeout=1) as conn:
+        assert conn
+    connector.close()
+
+
 def test_one_trial_connect_at_a_time(hub):
-    connector, db = make(hub, failure_threshold=1, backoff=0.05)
+    connector, db = make(hub, failure_threshold=1, backoff=0.05, reconnect_backoff=(0.05, 0.05))
     db.outage = True
-    with pytest.raises(db.OperationalError):
-        connector.get("db1", "a").get()
+    with pytest.raises(PoolTimeout):
+        connector.get("db1", "a").get(timeout=0.02)
+    assert db.connect_attempts == 1
     hub.sleep(0.1)
     db.outage = False
     db.connect_delay = 0.3
-    trial = Spawned(hub, lambda: connector.get("db1", "a").get())
+    trial = Spawned(hub, lambda: connector.get("db1", "a").get(timeout=5))
     wait_until(hub, lambda: db.connect_attempts == 2)
-    with pytest.raises(DatabaseUnavailable, match="a trial connect is under way"):
-        connector.get("db1", "b").get()
+    with pytest.raises(PoolTimeout) as caught:
+        connector.get("db1", "b").get(timeout=0.1)
+    assert isinstance(caught.value.__cause__, DatabaseUnavailable)
+    assert "a trial connect is under way" in str(caught.value.__cause__)
+    assert db.connect_attempts == 2
     trial.wait().close()
-    with connector.get("db1", "b").item() as conn:
+    assert connector.stats().failing_hosts == ()
+    with connector.get("db1", "b").item(timeout=5) as conn:
         assert conn
     connector.close()
 
 
 def test_connect_timeouts_count_as_failures(hub):
-    connector, db = make(hub, failure_threshold=2, backoff=5, connect_timeout=0.05)
+    connector, db = make(
+        hub, failure_threshold=2, backoff=5, connect_timeout=0.05, reconnect_backoff=RETRY
+    )
     db.connect_delay = 1
-    for _ in range(2):
-        with pytest.raises(PoolTimeout, match="connect_timeout"):
-            connector.get("db1", "a").get()
-    started = hub.monotonic()
-    with pytest.raises(DatabaseUnavailable, match="last: ConnectTimeout"):
-        connector.get("db1", "a").get()
-    assert hub.monotonic() - started < 0.05
+    pool = connector.get("db1", "a")
+    with pytest.raises(PoolTimeout):
+        pool.get(timeout=0.5)
+    assert db.connect_attempts == 2 and connector.stats().failing_hosts == ("db1",)
+    with pytest.raises(PoolTimeout) as caught:
+        pool.get(timeout=0.05)
+    assert isinstance(caught.value.__cause__, DatabaseUnavailable)
+    assert "last: ConnectTimeout" in str(caught.value.__cause__)
+    assert db.connect_attempts == 2
     connector.close()
 
 
-def test_a_killed_connect_says_nothing_about_the_host(green_hub):
+def test_a_killed_caller_says_nothing_about_the_host(green_hub):
     connector, db = make(green_hub, failure_threshold=1, backoff=5)
-    db.connect_delay = 5
+    db.connect_delay = 0.2
     doomed = Spawned(green_hub, lambda: connector.get("db1", "a").get())
     wait_until(green_hub, lambda: db.connect_attempts == 1)
     doomed.kill()
     doomed.outcome()
-    db.connect_delay = 0
-    with connector.get("db1", "a").item() as conn:
+    # The connect goes on without its caller, and its connection is kept.
+    with connector.get("db1", "a").item(timeout=5) as conn:
         assert conn
+    assert db.connect_attempts == 1
     assert connector.stats().failing_hosts == ()
     connector.close()
 
 
+def test_a_pool_made_while_its_host_fails_fast_is_refused_too(hub):
+    """min_size connections are opened by the pool's constructor: refused at once."""
+    db = make_fakedb()
+    outage = HostOutage(db, "db1")
+    eager, _ = make(hub, RawConnectionPool, 1, db=db, failure_threshold=1, backoff=5)
+    with pytest.raises(db.OperationalError):
+        eager.get("db1", "a")
+    with pytest.raises(DatabaseUnavailable, match="db1 failed 1 connects in a row"):
+        eager.get("db1", "b")
+    assert outage.attempts == 1 and eager.pools() == {}
+    eager.close()
+
+
 def test_failure_threshold_none_never_fails_fast(hub):
-    connector, db = make(hub, failure_threshold=None)
+    connector, db = make(hub, failure_threshold=None, reconnect_backoff=RETRY)
     db.outage = True
-    for _ in range(5):
-        with pytest.raises(db.OperationalError):
-            connector.get("db1", "a").get()
-    assert db.connect_attempts == 5
+    with pytest.raises(PoolTimeout) as caught:
+        connector.get("db1", "a").get(timeout=0.3)
+    assert isinstance(caught.value.__cause__, db.OperationalError)
+    assert db.connect_attempts > 3
+    assert connector.stats().failing_hosts == ()
     connector.close()

@@ -178,6 +178,9 @@ def make_core(
     ``args``/``kwargs`` go to ``connect`` untouched, whatever their names (the
     core's ``connect_kwargs``).  ``min_size`` connections are opened now; a
     connect error raises from here, as the original pools' constructors do.
+    ``max_idle=0`` or ``max_age=0`` (close every connection on return) is the
+    compat pool's to apply (:meth:`CompatPool._put`): the core is given None,
+    since it would find every new connection expired at checkout as well.
     """
     if not isinstance(tpool, bool):
         raise TypeError(f"tpool must be a bool, got {tpool!r}")
@@ -186,8 +189,8 @@ def make_core(
         connect,
         min_size,
         max_size,
-        max_idle,
-        max_age,
+        None if closes_on_return(max_idle, max_age) else max_idle,
+        None if closes_on_return(max_idle, max_age) else max_age,
         connect_timeout,
         cleanup,
         *args,
@@ -197,6 +200,11 @@ def make_core(
         check=check,
         check_interval=check_interval,
     )
+
+
+def closes_on_return(max_idle: Any, max_age: Any) -> bool:
+    """Whether these options close every connection when it is returned."""
+    return (max_idle == 0 and max_idle is not False) or (max_age == 0 and max_age is not False)
 
 
 def connect_wait(pool: BaseConnectionPool) -> float:
@@ -458,10 +466,12 @@ class CompatPool:
     #: Raised by a :class:`PooledConnection` used after ``close()``.
     _returned_error: type[Exception] = AttributeError
 
-    def __init__(self, core: BaseConnectionPool) -> None:
+    def __init__(self, core: BaseConnectionPool, *, close_on_return: bool = False) -> None:
         self._core = core
+        self._close_on_return = close_on_return
         self._lock = core.hub.lock()
         self._keys: OnceMap[Any] = OnceMap(core.hub.lock())
+        self._waiting = 0  # callers that may wait while green threads hold connections
         self._holders: MaintenanceTask[CompatPool] = MaintenanceTask(
             self, core.hub, CompatPool._holder_round, "holder reclaim"
         )
@@ -491,12 +501,18 @@ class CompatPool:
     ) -> PooledConnectionWrapper:
         """A connection from the core pool (:func:`checkout`, or :func:`take` when
         ``reject_closed`` is false); the core's errors pass through."""
-        if self._keys.has_task_keys() and not self._core.free():
-            # The caller will wait: connections of ended green threads may serve it.
+        get = checkout if reject_closed else take
+        if not self._keys.has_task_keys() or self._core.free():
+            return get(self._core, timeout)
+        # The caller will wait: connections of ended green threads may serve it.
+        with self._lock:
+            self._waiting += 1
+        try:
             self._holders.schedule(self.hub.monotonic())
-        if reject_closed:
-            return checkout(self._core, timeout)
-        return take(self._core, timeout)
+            return get(self._core, timeout)
+        finally:
+            with self._lock:
+                self._waiting -= 1
 
     def _keyed(self, key: Hashable, make: Callable[[], V], timeout: Optional[float]) -> V:
         """The value bound to ``key``, made by ``make()`` if missing (see :class:`OnceMap`)."""
@@ -506,6 +522,14 @@ class CompatPool:
         return value
 
     # -- giving back -------------------------------------------------------------------
+
+    def _put(self, lease: PooledConnectionWrapper) -> None:
+        """Give a checkout back to the core pool; with ``max_idle=0`` or ``max_age=0``,
+        close the connection instead (see :func:`make_core`)."""
+        if self._close_on_return:
+            self._core.discard(lease, "closed on return (max_idle=0 or max_age=0)")
+        else:
+            self._core.put(lease)
 
     def _release(self, handle: Any, lease: PooledConnectionWrapper) -> None:
         """Give back what a :class:`PooledConnection` held: its ``handle`` and the core's
@@ -533,7 +557,8 @@ class CompatPool:
         self._return_ended()
         if not self._keys.has_task_keys():
             return None
-        interval = HOLDER_POLL_WAITING if self._core.waiting() else HOLDER_POLL
+        waiting = self._waiting or self._core.waiting()
+        interval = HOLDER_POLL_WAITING if waiting else HOLDER_POLL
         return self.hub.monotonic() + interval
 
     def __repr__(self) -> str:

@@ -129,6 +129,7 @@ from . import (
     check_callable,
     check_int,
     check_seconds,
+    closes_on_return,
     connect_bound,
     describe_error,
     make_core,
@@ -723,7 +724,7 @@ class _DBPool(CompatPool):
         # The creator's arguments stay with the opener (steady connections reopen
         # with them); the core is told where they lead, for its repr and errors.
         core.target = describe_target(args, kwargs)
-        super().__init__(core)
+        super().__init__(core, close_on_return=closes_on_return(max_idle, max_age))
 
     def steady_connection(self) -> SteadyDBConnection:
         """A new steady connection outside the pool (closing it closes it).
@@ -750,7 +751,7 @@ class _DBPool(CompatPool):
             # Forwarded to the steady connection (in an OS thread when tpooled).
             lease.checkout_check()
         except BaseException:
-            self._core.put(lease)
+            self._put(lease)
             raise
         return lease
 
@@ -896,7 +897,7 @@ class PooledDB(_DBPool):
             with self._lock:
                 self._new_shared -= 1
             if lease is not None:
-                self._core.put(lease)
+                self._put(lease)
             raise
         with self._lock:
             self._new_shared -= 1
@@ -934,8 +935,8 @@ class PooledDB(_DBPool):
                     return
                 if handle in self._shared:
                     self._shared.remove(handle)
+        self._put(lease)
         core = self._core
-        core.put(lease)
         if self._maxcached:
             surplus = len(core.free_items) - self._maxcached
             if surplus > 0:
@@ -1062,7 +1063,7 @@ class PersistentDB(_DBPool):
         return conn
 
     def _release(self, handle: Any, lease: PooledConnectionWrapper) -> None:
-        self._core.put(lease)
+        self._put(lease)
 
     def _ended(self, value: Any) -> None:
         PooledConnection.close(value)

@@ -115,6 +115,7 @@ from . import (
     PooledConnection,
     check_int,
     check_seconds,
+    closes_on_return,
     connect_bound,
     make_core,
     timeout_error,
@@ -351,7 +352,7 @@ class MySQLConnectionPool(CompatPool):
             name=self._pool_name,
             kwargs=config,
         )
-        super().__init__(core)
+        super().__init__(core, close_on_return=closes_on_return(max_idle, max_age))
         self._configured = bool(config)
 
     @property
@@ -445,7 +446,7 @@ class MySQLConnectionPool(CompatPool):
         return PooledMySQLConnection(self, lease, lease)
 
     def _release(self, handle: Any, lease: PooledConnectionWrapper) -> None:
-        self._core.put(lease)
+        self._put(lease)
 
     def _remove_connections(self) -> int:
         """Close the idle connections; how many were closed (as in mysql-connector)."""
