@@ -34,7 +34,7 @@ from .hubs import HubSpec, resolve_hub
 from .maintenance import Scheduler
 from .options import connection_options
 from .pool import Pool
-from .proxy import PooledConnectionWrapper, ThreadProxy, detach
+from .proxy import PooledConnectionWrapper, ThreadProxy, set_entry
 from .vetting import DEFAULT as _DEFAULT
 from .vetting import (
     LOST_REASONS,
@@ -372,7 +372,7 @@ class BaseConnectionPool(PoolAdministration):
             or (entry.watch is not None and now - entry.last_used >= SOCKET_TEST_AFTER)
         ):
             entry, now = vet_at_checkout(self, entry, now, timeout)
-        entry.in_use = True
+        entry.in_use = entry.lent = True
         entry.taken_at = now
         if self.leak_timeout is not None:
             upkeep.note_taker(self, entry, now)
@@ -499,7 +499,7 @@ class BaseConnectionPool(PoolAdministration):
                 f"{self._label()}: put() takes a connection checked out of this pool "
                 f"and not yet returned, got {type(conn).__name__}"
             )
-        detach(conn)  # from now on the wrapper is false and unusable
+        set_entry(conn, None)  # from now on the wrapper is false and unusable
         if entry.revoked:
             return None
         entry.in_use = False

@@ -33,7 +33,7 @@ class ConnectionEntry:
 
     __slots__ = (
         "pool", "conn", "delegate", "serial", "created_at", "expires_at", "last_used",
-        "vetted_until", "fd", "watch", "taken_at", "taken_stack", "in_use", "token",
+        "vetted_until", "fd", "watch", "taken_at", "taken_stack", "in_use", "lent", "token",
         "generation", "revoked", "leak_reported",
     )
 
@@ -62,6 +62,7 @@ class ConnectionEntry:
         self.taken_at = now
         self.taken_stack = ""
         self.in_use = False
+        self.lent = False  # until its first checkout: its connect was its test
         self.token: Any = None  # the pool limiter's item taken for this checkout
         self.generation = 0
         self.revoked = False  # closed by close(timeout) while checked out

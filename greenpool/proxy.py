@@ -108,7 +108,7 @@ class PooledConnectionWrapper(GenericConnectionWrapper):
     __slots__ = ("_entry", "__weakref__")
 
     def __init__(self, entry: ConnectionEntry) -> None:
-        _set_entry(self, entry)
+        set_entry(self, entry)
 
     def _live(self) -> Any:
         """The connection (or its thread proxy) while checked out."""
@@ -183,14 +183,13 @@ class PooledConnectionWrapper(GenericConnectionWrapper):
         return f"<PooledConnectionWrapper {entry!r} from {entry.pool!r}>"
 
 
-# The wrapper's own slots are written through their descriptors, since its
-# __setattr__ forwards to the connection.
-_set_entry = PooledConnectionWrapper._entry.__set__  # type: ignore[attr-defined]
-
-
-def detach(wrapper: PooledConnectionWrapper) -> None:
-    """Cut a wrapper from its entry: from now on it is returned (false, unusable)."""
-    _set_entry(wrapper, None)
+#: ``set_entry(wrapper, entry)``: the wrapper's own slot, written through its
+#: descriptor since the wrapper's __setattr__ forwards to the connection.  The pool
+#: sets it to None when the connection comes back: from then on the wrapper is
+#: returned (false, unusable).
+set_entry: Callable[[PooledConnectionWrapper, Any], None] = (
+    PooledConnectionWrapper._entry.__set__  # type: ignore[attr-defined]
+)
 
 
 def _wants_proxy(value: Any) -> bool:

@@ -220,6 +220,8 @@ def vet_at_checkout(
 def _checkout_problem(
     pool: BaseConnectionPool, entry: ConnectionEntry, now: float
 ) -> Optional[str]:
+    if not entry.lent and entry.generation == pool._generation:
+        return None  # new: its connect was its test (even with max_age=0)
     if upkeep.is_expired(pool, entry, now, pool.current_size):
         return "expired"
     if entry.generation != pool._generation:
