@@ -16,6 +16,7 @@ from . import _checks, upkeep
 from .entry import ConnectionEntry
 from .events import ConnectionPoolStats, PoolObserver
 from .pool import Pool
+from .proxy import PooledConnectionWrapper
 
 if TYPE_CHECKING:  # pragma: no cover
     from .events import ConnectionCounters
@@ -58,6 +59,9 @@ class PoolAdministration(Pool[ConnectionEntry]):
     def _end_lease(self, entry: ConnectionEntry) -> None:
         raise NotImplementedError
 
+    def _check_in(self, conn: Any) -> Optional[ConnectionEntry]:
+        raise NotImplementedError
+
     def add_observer(self, observer: PoolObserver) -> None:
         """Tell ``observer`` (a :class:`~greenpool.events.PoolObserver`) of every event."""
         self._observers = [*self._observers, observer]
@@ -95,14 +99,46 @@ class PoolAdministration(Pool[ConnectionEntry]):
         return len(taken)
 
     def clear(self) -> None:
-        """Close every idle connection now (checked-out ones are untouched)."""
+        """Close every idle connection now (checked-out ones are untouched).
+
+        New connections are opened for callers waiting meanwhile; the pool is
+        topped up to ``min_size`` again only as its connections are used.
+        """
         with self._lock:
             idle = list(self.free_items)
             self.free_items.clear()
             self.current_size -= len(idle)
         for entry in idle:
             self._retire(entry, "cleared")
-        self._grow()  # waiters and min_size are served by new connections
+        if self._waiters:
+            self._grow()
+
+    # -- eventlet.db_pool's own helpers, kept for code that calls them -------------------
+
+    def _unwrap_connection(self, conn: Any) -> Any:
+        """The driver's connection behind ``conn``, taken out of the pool for good
+        (its slot freed); None for anything that is not a live wrapper.  As in
+        eventlet, any object with a true ``_base`` attribute gives that."""
+        if isinstance(conn, PooledConnectionWrapper):
+            entry = self._check_in(conn)
+            if entry is None:
+                return None
+            self._end_lease(entry)
+            with self._lock:
+                self._entries.discard(entry)
+            self._release_slot()
+            return entry.conn
+        return getattr(conn, "_base", None) if conn else None
+
+    def _safe_close(self, conn: Any, quiet: bool = False) -> None:
+        """``conn.close()``, logging what it raises (unless ``quiet``) instead of raising."""
+        try:
+            conn.close()
+        except AttributeError:
+            pass  # None, or not a connection
+        except Exception as exc:
+            if not quiet:
+                log.warning("%s: closing a connection raised %s", self._label(), exc)
 
     def close(self, timeout: Optional[float] = None) -> None:
         """Close the pool: no further checkouts, idle connections closed at once.

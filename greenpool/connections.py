@@ -229,11 +229,17 @@ class BaseConnectionPool(PoolAdministration):
         return entry.conn
 
     def discard(self, conn: PooledConnectionWrapper, reason: str = "discarded") -> None:
-        """Close a checked-out connection instead of returning it; its slot is freed."""
+        """Close a checked-out connection instead of returning it; its slot is freed.
+
+        As for :meth:`put`, a connection of another pool is passed to it, and
+        one already returned is left alone.
+        """
         entry = self._check_in(conn)
         if entry is not None:
             self._end_lease(entry)
             self._discard_entry(entry, reason, lost=True)
+        elif conn._entry is not None:
+            conn._entry.pool.discard(conn, reason)
 
     # -- opening and closing -----------------------------------------------------------
 
@@ -388,7 +394,7 @@ class BaseConnectionPool(PoolAdministration):
             left = None if timeout is None else max(0.0, started + timeout - self._clock())
             entry = Pool.get(self, left)
         except BaseException:
-            self._limiter.put(token)  # type: ignore[union-attr]
+            self._limiter._hand_back(token)  # type: ignore[union-attr]
             raise
         entry.token = token
         return entry
@@ -397,7 +403,7 @@ class BaseConnectionPool(PoolAdministration):
         """A checkout ended (returned, discarded, reclaimed): give its limiter item back."""
         token, entry.token = entry.token, None
         if token is not None:
-            self._limiter.put(token)  # type: ignore[union-attr]
+            self._limiter._hand_back(token)  # type: ignore[union-attr]
 
     def item(self, timeout: Optional[float] = _DEFAULT, cleanup: Any = _DEFAULT) -> _Checkout:
         """``with pool.item() as conn:`` checks a connection out and always gives it back.
@@ -417,9 +423,12 @@ class BaseConnectionPool(PoolAdministration):
         Runs ``cleanup`` (the pool's unless given; None for none) on the raw
         connection; a connection that is closed, broken, expired, drained, or
         whose cleanup fails is closed and its slot freed.  ``put(None)`` frees
-        the slot of a connection the caller lost, as in eventlet.  Raises
-        :class:`~greenpool.errors.ForeignConnection`, changing nothing, for a
-        connection this pool did not hand out or that was already returned.
+        the slot of a connection the caller lost, as in eventlet.  A wrapper
+        already returned is left alone (as ``close()`` twice is); one checked
+        out of another pool is closed there, freeing its slot (a warning is
+        logged: its state is that pool's business, and nothing of it must
+        reach this one).  Anything else raises
+        :class:`~greenpool.errors.ForeignConnection`, changing nothing.
         """
         if conn is None:
             self._release_slot()
@@ -429,8 +438,12 @@ class BaseConnectionPool(PoolAdministration):
         else:
             with self._lock:
                 entry = self._check_in_locked(conn)
-        if entry is None:
-            return  # taken back by close(timeout) meanwhile
+        if entry is None:  # not ours to take back
+            if conn._entry is not None:
+                log.warning("%s: put() of a connection checked out of %r: closing it there",
+                            self._label(), conn._entry.pool)
+                conn._entry.pool.discard(conn, "returned to another pool")
+            return
         if entry.token is not None:
             self._end_lease(entry)
         now = self._clock()
@@ -448,7 +461,7 @@ class BaseConnectionPool(PoolAdministration):
             and now < entry.vetted_until
         ):
             entry.touch(now, self._quiet)
-            Pool.put(self, entry)
+            self._hand_back(entry)
             return
         try:
             reason = "pool closed" if self._closed else self._vetting.return_problem(
@@ -466,7 +479,7 @@ class BaseConnectionPool(PoolAdministration):
             self._discard_entry(entry, reason, lost=reason in LOST_REASONS)
             return
         entry.touch(now, self._quiet)
-        Pool.put(self, entry)
+        self._hand_back(entry)
 
     def _return_after_error(self, conn: PooledConnectionWrapper, exc: BaseException,
                             cleanup: Any) -> None:
@@ -485,20 +498,24 @@ class BaseConnectionPool(PoolAdministration):
         self.discard(conn, reason)
 
     def _check_in(self, conn: Any) -> Optional[ConnectionEntry]:
-        """Detach a wrapper this pool lent; None if close(timeout) took it back meanwhile."""
+        """Detach a wrapper this pool lent and return its entry; None when there is
+        nothing to take back (a wrapper returned already or lent by another pool,
+        or a connection close(timeout) took back meanwhile)."""
         if self._cooperative:  # see Pool.get
             return self._check_in_locked(conn)
         with self._lock:
             return self._check_in_locked(conn)
 
     def _check_in_locked(self, conn: Any) -> Optional[ConnectionEntry]:
-        entry = conn._entry if type(conn) is PooledConnectionWrapper else None
-        if entry is None or entry.pool is not self or not (entry.in_use or entry.revoked):
+        if not isinstance(conn, PooledConnectionWrapper):
             self._counters.bad_returns += 1
             raise ForeignConnection(
-                f"{self._label()}: put() takes a connection checked out of this pool "
-                f"and not yet returned, got {type(conn).__name__}"
+                f"{self._label()}: put() takes a connection checked out of a pool, "
+                f"got {type(conn).__name__}"
             )
+        entry = conn._entry
+        if entry is None or entry.pool is not self:
+            return None
         set_entry(conn, None)  # from now on the wrapper is false and unusable
         if entry.revoked:
             return None

@@ -220,7 +220,7 @@ class Pool(Generic[T]):
             with self._lock:
                 self._creating -= 1
                 self._created += 1
-        Pool.put(self, item)
+        self._hand_back(item)
 
     # -- checkout -------------------------------------------------------------
 
@@ -312,11 +312,7 @@ class Pool(Generic[T]):
         if value is _GRANTED:
             self._release_slot(creating=True)
         elif not isinstance(value, _State):
-            self._hand_on(value)
-
-    def _hand_on(self, item: T) -> None:
-        """An item a caller was handed but never took: to the next waiter, or idle."""
-        Pool.put(self, item)
+            self._hand_back(value)  # handed to it, never taken: to the next waiter
 
     # -- return ---------------------------------------------------------------
 
@@ -324,15 +320,23 @@ class Pool(Generic[T]):
         """Give ``item`` back: to the first waiter, else to the idle list.
 
         When the pool was shrunk by :meth:`resize` and is still over its new
-        ``max_size``, the item is retired instead.
+        ``max_size``, the item is retired instead.  On a green hub, a
+        ``put()`` that hands the item to a waiter yields once, so that the
+        waiter takes it (or, if it is being interrupted, passes it on) before
+        ``put()`` returns, as in ``eventlet.pools``.
         """
+        if self._hand_back(item) and self.hub.green:
+            self.hub.sleep(0)
+
+    def _hand_back(self, item: T) -> bool:
+        """The hand-off of :meth:`put`, never yielding; true if a waiter got the item."""
         if self._cooperative and not self._waiters and self.current_size <= self.max_size:
             # As in get(): no lock needed on a green hub.
             if self.order_as_stack:
                 self.free_items.appendleft(item)
             else:
                 self.free_items.append(item)
-            return
+            return False
         with self._lock:
             if self.current_size > self.max_size:
                 self.current_size -= 1
@@ -343,11 +347,12 @@ class Pool(Generic[T]):
                 retire = False
             else:
                 self._file_idle(item)
-                return
+                return False
         if retire:
             self._retire(item)
-        else:
-            waiter.set()
+            return False
+        waiter.set()
+        return True
 
     def _file_idle(self, item: T) -> None:
         """File an item as idle: first in line for a stack, last otherwise."""

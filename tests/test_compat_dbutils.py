@@ -6,7 +6,9 @@ fail on DBUtils' own PooledDB/PersistentDB.
 
 from __future__ import annotations
 
+import gc
 import types
+import weakref
 
 import pytest
 
@@ -16,13 +18,18 @@ from greenpool.compat.dbutils import (
     NotSupportedError,
     PersistentDB,
     PersistentDBConnection,
+    PersistentDBError,
     PooledDB,
+    PooledDBError,
     PooledDedicatedDBConnection,
     PooledSharedDBConnection,
     SteadyDBConnection,
     TooManyConnections,
 )
+from tests.conftest import SECRET
 from tests.support.tasks import Spawned, wait_until
+
+pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
@@ -83,7 +90,8 @@ def test_every_attribute_passes_through(make, db):
     conn.close()
 
 
-def test_maxconnections_not_blocking_raises_too_many_connections(make):
+def test_maxconnections_not_blocking_raises_too_many_connections(make, db):
+    db.connect_delay = 0.05  # blocking=False still waits for a connection being opened
     p = make(0, 0, 0, 2)
     held = [p.connection(), p.connection()]
     with pytest.raises(TooManyConnections):
@@ -269,16 +277,54 @@ def test_dedicated_connection_and_steady_connection(make, db):
     assert steady.dbapi_connection.closed == 1
 
 
-def test_dropped_pooled_connection_comes_back(make, db, hub):
-    p = make()
+def test_dropped_pooled_connection_frees_its_slot(make, db):
+    p = make(0, 0, 0, 1)  # one connection at most, blocking=False
     conn = p.connection()
     first = raw(conn)
-    del conn
-    wait_until(hub, lambda: p.stats().idle == 1)
-    assert first.closed == 0 and db.closes == 0
+    del conn  # closed by the pool (its state is unknown), its slot freed
     conn = p.connection()
-    assert raw(conn) is first
+    assert raw(conn) is not first and first.closed == 1
     conn.close()
+    assert p.stats().orphans == 1
+
+
+def test_shared_connection_dropped_by_every_holder_frees_its_slot(make, db):
+    db.threadsafety = 2
+    p = make(0, 0, 1, 1)
+    a, b = p.connection(), p.connection()
+    first = raw(a)
+    assert raw(b) is first
+    del a  # b still holds it
+    c = p.connection()
+    assert raw(c) is first
+    del b, c
+    d = p.connection()
+    assert raw(d) is not first and first.closed == 1
+    d.close()
+
+
+@pytest.mark.parametrize("cls, error", [(PooledDB, PooledDBError),
+                                        (PersistentDB, PersistentDBError)])
+def test_connect_errors_raise_pool_errors_that_are_driver_errors(make, db, hub, cls, error):
+    # connect_timeout goes to the creator and bounds the wait for a new connection.
+    p = make(cls=cls, connect_timeout=0.2, password=SECRET, timeout=0.2)
+    db.outage = True
+    with pytest.raises(error) as info:
+        p.connection()
+    assert isinstance(info.value, db.OperationalError)  # as DBUtils raised it, from the driver
+    assert isinstance(info.value.__cause__, db.OperationalError)
+    assert not isinstance(info.value, TooManyConnections)
+    assert "server unreachable" in str(info.value) and SECRET not in str(info.value)
+    db.outage = False
+    # The pool recovers by itself, after its back-off delay (each try waits 0.2 s).
+    deadline = hub.monotonic() + 5
+    while True:
+        try:
+            conn = p.connection()
+            break
+        except error:
+            assert hub.monotonic() < deadline, "the pool did not recover"
+    assert run(conn, "SELECT 1") == [(1,)]
 
 
 def test_threadsafety_zero_is_refused(hub, db):
@@ -435,6 +481,15 @@ def test_persistent_connection_released_when_green_thread_ends(make, db, hub):
     assert Spawned(hub, lambda: raw(q.connection())).wait() is second
 
 
+def test_persistent_pool_is_collected_while_a_green_thread_holds_a_connection(db, hub):
+    p = PersistentDB(db, hub=hub, max_idle=60)
+    p.connection()  # bound to this green thread, which lives on
+    collected = weakref.ref(p)
+    del p
+    gc.collect()
+    assert collected() is None  # the task giving back connections holds its pool weakly
+
+
 def test_fix_persistent_maxconnections_waits(make, hub, db):
     p = make(cls=PersistentDB, maxconnections=1, timeout=5, max_idle=60)
     release = hub.event()
@@ -474,7 +529,9 @@ def test_mariadb_200_green_threads_pooled_db(mariadb, make, hub):
     import pymysql
 
     p = make(1, 5, 5, 5, True, creator=pymysql, timeout=20, **mariadb)
-    assert isinstance(p.connection(), PooledDedicatedDBConnection)  # threadsafety 1: no sharing
+    first = p.connection()
+    assert isinstance(first, PooledDedicatedDBConnection)  # threadsafety 1: no sharing
+    first.close()
     count = 200 if hub.green else 50
     ids = set()
 

@@ -14,6 +14,8 @@ import greenpool
 from greenpool.compat import mysql
 from tests.support.tasks import Spawned, wait_until
 
+pytestmark = pytest.mark.timeout(60)
+
 CONFIG = {"host": "db1", "port": 3306, "user": "app", "password": "s3cret", "database": "shop"}
 
 
@@ -91,13 +93,17 @@ def test_pool_without_configuration(make, db):
     p.get_connection().close()
 
 
-def test_add_connection(make, db):
-    p = make(2, "add", min_size=0, **CONFIG)
-    p.add_connection()
-    assert db.connects == 1 and p.stats().idle == 1
+def test_add_connection(make, db, hub):
+    p = make(2, "add", min_size=0, max_idle=0.05, **CONFIG)
+    p.add_connection()  # opened by the pool in the background, and kept
+    wait_until(hub, lambda: p.stats().idle == 1)
+    assert db.connects == 1
     p.add_connection()
     with pytest.raises(mysql.PoolError, match="queue is full"):
-        p.add_connection()
+        p.add_connection()  # the second one counts while it is being opened
+    wait_until(hub, lambda: p.stats().idle == 2)
+    hub.sleep(0.2)
+    assert db.closes == 0  # added connections are kept, whatever max_idle
     conn = p.get_connection()
     p.add_connection(conn)  # giving one of ours back
     assert not conn and p.stats().in_use == 0
@@ -125,14 +131,18 @@ def test_pool_size_validated(make, size, error):
         make(size, "sized", **CONFIG)
 
 
+def _raw(db, conn):
+    """The fake driver's connection behind a pooled one."""
+    return next(c for c in db.connections if c.id == conn.id)
+
+
 def test_set_config_reopens_connections_taken_before(make, db):
     p = make(2, "reconf", **CONFIG)
     held = p.get_connection()
-    old = held._conn._base
+    old = _raw(db, held)
     p.set_config(**{**CONFIG, "database": "other"})
-    assert db.connect_calls[-1][1]["database"] == "shop"
     conn = p.get_connection()  # idle ones were closed: a new one with the new settings
-    assert db.connect_calls[-1][1]["database"] == "other"
+    assert conn.kwargs["database"] == "other"
     conn.close()
     held.close()
     assert old.closed == 1  # closed when it came back, to be reopened with the new settings
@@ -155,7 +165,7 @@ def test_connect_creates_and_reuses_named_pools(db, hub, make):
     conn = mysql.connect(pool_name=f"named_{hub.name}", pool_size=2, **kwargs)
     assert conn.pool_name == f"named_{hub.name}"
     again = mysql.connect(pool_name=f"named_{hub.name}", **kwargs)
-    assert again._owner is conn._owner and db.connects == 2
+    assert again.pool is conn.pool and db.connects == 2
     with pytest.raises(mysql.PoolError, match="Size can not be changed"):
         mysql.connect(pool_name=f"named_{hub.name}", pool_size=3, **kwargs)
     auto = mysql.connect(pool_size=1, **kwargs)
@@ -171,7 +181,7 @@ def test_connect_racing_first_calls_share_one_pool(db, hub, make):
     kwargs = dict(CONFIG, driver=db, hub=hub, timeout=5, pool_name=f"race_{hub.name}", pool_size=4)
     tasks = [Spawned(hub, lambda: mysql.connect(**kwargs)) for _ in range(4)]
     conns = [t.wait() for t in tasks]
-    assert len({id(c._owner) for c in conns}) == 1 and db.connects == 4
+    assert len({id(c.pool) for c in conns}) == 1 and db.connects == 4
     for c in conns:
         c.close()
 
@@ -203,23 +213,47 @@ def test_fix_pool_size_limit_is_a_default(make, db):
     assert p.pool_size == 40
 
 
-def test_fix_dropped_connection_returns_to_the_pool(make, hub, db):
+def test_fix_dropped_connection_frees_its_slot(make, db):
     p = make(1, "dropped", **CONFIG)
     conn = p.get_connection()
+    first = _raw(db, conn)
     del conn  # mysql-connector loses the slot for good
-    wait_until(hub, lambda: p.stats().idle == 1)
-    p.get_connection(timeout=0).close()
-    assert db.connects == 1
+    conn = p.get_connection(timeout=0)  # closed by the pool (state unknown), reopened
+    assert conn.id != first.id and first.closed == 1 and db.connects == 2
+    conn.close()
+    assert p.stats().orphans == 1
+
+
+def test_get_connection_waits_for_a_connection_being_opened(make, db):
+    db.connect_delay = 0.05
+    p = make(2, "opening", min_size=0, **CONFIG)
+    conns = [p.get_connection(), p.get_connection()]  # timeout=0: room, so no error
+    with pytest.raises(mysql.PoolError, match="pool exhausted"):
+        p.get_connection()
+    for conn in conns:
+        conn.close()
+
+
+def test_connect_errors_raise_pool_errors_that_are_driver_errors(make, db):
+    p = make(1, "down", min_size=0, timeout=0.2, **{**CONFIG, "connect_timeout": 0.2})
+    db.outage = True
+    with pytest.raises(mysql.PoolError, match="could not connect") as info:
+        p.get_connection()
+    assert isinstance(info.value, db.OperationalError)  # as the driver's connect raised it
+    assert isinstance(info.value.__cause__, db.OperationalError)
+    assert "s3cret" not in str(info.value) and "server unreachable" in str(info.value)
+    db.outage = False
+    p.get_connection(timeout=5).close()  # the pool recovers by itself, after its back-off delay
 
 
 def test_fix_broken_connection_not_handed_out(make, db):
     p = make(1, "broken", **CONFIG)
     conn = p.get_connection()
-    first = conn._conn._base
+    first = _raw(db, conn)
     conn.close()
     first.disconnect()
     conn = p.get_connection()
-    assert conn._conn._base is not first
+    assert conn.id != first.id
     conn.close()
 
 
@@ -315,7 +349,7 @@ def test_mariadb_session_reset(maria_make):
 def test_mariadb_connect_and_set_config(mariadb, hub, maria_make):
     name = f"connect_{hub.name}"
     conn = mysql.connect(pool_name=name, pool_size=2, hub=hub, **mariadb)
-    pool = conn._owner
+    pool = conn.pool
     assert _one(conn, "SELECT DATABASE()")[0] == mariadb["database"]
     pool.set_config(**mariadb, init_command="SET @generation = 2")
     conn.close()  # taken before set_config: closed, reopened with the new settings

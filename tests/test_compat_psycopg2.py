@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import weakref
 
 import pytest
 
@@ -16,6 +17,8 @@ from greenpool.compat import psycopg2 as pool
 from greenpool.proxy import ThreadProxy
 from tests.support.fakedb import FakeConnection
 from tests.support.tasks import Spawned, wait_until
+
+pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
@@ -161,8 +164,10 @@ def test_tpool_returns_a_thread_proxy_that_putconn_accepts(make, db, hub):
     assert cur.fetchall() == [(1,)]
     p.putconn(conn)
     conn = p.getconn()
-    # the raw connection (as from cursor.connection) works too
-    p.putconn(conn._obj if hub.green else conn)
+    raw = conn.cursor().connection  # the driver's own connection
+    assert type(raw) is FakeConnection
+    p.putconn(raw)  # accepted too
+    assert p.stats().in_use == 0
 
 
 # -- fixes ----------------------------------------------------------------------------------
@@ -194,6 +199,38 @@ def test_fix_exhausted_raise_keeps_the_original_error(make, hub):
     with pytest.raises(pool.PoolError, match="connection pool exhausted"):
         q.getconn(timeout=0)
     q.putconn(held)
+
+
+def test_exhausted_raise_waits_for_a_connection_being_opened(make, db):
+    db.connect_delay = 0.05
+    p = make(0, 2, exhausted="raise")
+    conns = [p.getconn(), p.getconn(timeout=0)]  # room in the pool: no error
+    with pytest.raises(pool.PoolError, match="connection pool exhausted"):
+        p.getconn()
+    for conn in conns:
+        p.putconn(conn)
+
+
+@pytest.mark.parametrize("exhausted", ["wait", "raise"])
+def test_connect_errors_raise_pool_errors_that_are_driver_errors(make, db, exhausted):
+    p = make(0, 2, connect_timeout=0.2, password="s3cret", timeout=0.2, exhausted=exhausted)
+    db.outage = True
+    with pytest.raises(pool.PoolError, match="could not connect") as info:
+        p.getconn()
+    assert isinstance(info.value, db.OperationalError)  # as the driver's connect raised it
+    assert isinstance(info.value.__cause__, db.OperationalError)
+    assert "s3cret" not in str(info.value) and "server unreachable" in str(info.value)
+    db.outage = False
+    p.putconn(p.getconn(timeout=5))  # the pool recovers by itself, after its back-off delay
+
+
+def test_connect_timeout_raises_a_pool_error_that_is_a_connect_timeout(make, db):
+    db.connect_delay = 1.0
+    p = make(0, 1, connect_timeout=0.1, timeout=0.3)
+    with pytest.raises(pool.PoolError) as info:
+        p.getconn()
+    assert isinstance(info.value, greenpool.ConnectTimeout)
+    assert isinstance(info.value.__cause__, greenpool.ConnectTimeout)
 
 
 def test_fix_idle_connections_above_minconn_are_kept(make, db):
@@ -272,6 +309,15 @@ def test_fix_persistent_connection_returned_when_its_thread_is_collected(make, h
     gc.collect()
     assert p.getconn(timeout=2) is not None
     p.putconn()
+
+
+def test_persistent_pool_is_collected_while_a_green_thread_holds_a_connection(db, hub):
+    p = pool.PersistentConnectionPool(0, 1, driver=db, hub=hub)
+    p.getconn()  # bound to this green thread, which lives on
+    collected = weakref.ref(p)
+    del p
+    gc.collect()
+    assert collected() is None  # the task giving back connections holds its pool weakly
 
 
 def test_fix_simple_pool_is_safe_across_green_threads_and_threads(make, hub):

@@ -22,7 +22,7 @@ interrupts it.  What they share:
   ``blocking=False``) fails at once only when every connection is in use;
   when the pool has room it waits for the connection being opened for it,
   up to the pool's ``connect_timeout`` (:data:`CONNECT_WAIT` when none is
-  set).  A longer timeout is the caller's own.
+  set).  A caller with a longer timeout waits up to its own timeout.
 * **Connect errors are not raised directly**: a caller that gets no
   connection in time while connects fail gets the module's own pool error,
   which is also an instance of the last connect error's class (so
@@ -32,11 +32,11 @@ interrupts it.  What they share:
   ``close()`` is reclaimed by the core pool (the connection is closed, since
   its state is unknown, and its slot freed).  What only the compat pools
   know, a connection bound to a green thread (or OS thread) that has ended,
-  is given back by one :class:`~greenpool.maintenance.MaintenanceTask` per
-  pool holding the pool weakly: at the start of every operation of the
-  pool, every :data:`HOLDER_POLL` seconds while such connections exist, and
-  every :data:`HOLDER_POLL_WAITING` seconds while callers wait for a
-  connection.
+  is given back at the start of the pool's next operation and by one
+  :class:`~greenpool.maintenance.MaintenanceTask` per pool, which holds the
+  pool weakly and runs every :data:`HOLDER_POLL` seconds while such
+  connections exist (every :data:`HOLDER_POLL_WAITING` seconds while
+  callers wait for a connection), and not at all otherwise.
 
 None of the submodules is imported here, so importing this package imports
 no database driver.
@@ -178,9 +178,6 @@ def make_core(
     ``args``/``kwargs`` go to ``connect`` untouched, whatever their names (the
     core's ``connect_kwargs``).  ``min_size`` connections are opened now; a
     connect error raises from here, as the original pools' constructors do.
-    ``max_idle=0`` or ``max_age=0`` (close every connection on return) is the
-    compat pool's to apply (:meth:`CompatPool._put`): the core is given None,
-    since it would find every new connection expired at checkout as well.
     """
     if not isinstance(tpool, bool):
         raise TypeError(f"tpool must be a bool, got {tpool!r}")
@@ -189,8 +186,8 @@ def make_core(
         connect,
         min_size,
         max_size,
-        None if closes_on_return(max_idle, max_age) else max_idle,
-        None if closes_on_return(max_idle, max_age) else max_age,
+        max_idle,
+        max_age,
         connect_timeout,
         cleanup,
         *args,
@@ -202,11 +199,6 @@ def make_core(
     )
 
 
-def closes_on_return(max_idle: Any, max_age: Any) -> bool:
-    """Whether these options close every connection when it is returned."""
-    return (max_idle == 0 and max_idle is not False) or (max_age == 0 and max_age is not False)
-
-
 def connect_wait(pool: BaseConnectionPool) -> float:
     """How long a caller may wait for a connection being opened for it (see the module)."""
     bound = pool.connect_timeout
@@ -216,8 +208,9 @@ def connect_wait(pool: BaseConnectionPool) -> float:
 def take(pool: BaseConnectionPool, timeout: Optional[float]) -> PooledConnectionWrapper:
     """Check a connection out of ``pool``; ``timeout`` bounds the wait for one in use.
 
-    A caller finding the pool with an idle connection or room for a new one
-    waits up to ``max(timeout, connect_wait(pool))``: the pool opens
+    A caller finding the pool with an idle connection, room for a new one, or
+    one being opened for it (:func:`can_serve`) waits up to
+    ``max(timeout, connect_wait(pool))``: the pool opens
     connections in the background, and a caller that asked not to wait
     still waits for the one being opened for it, as it waited for its own
     connect in the original pools.  Raises the core's ``PoolTimeout`` (naming
@@ -226,17 +219,16 @@ def take(pool: BaseConnectionPool, timeout: Optional[float]) -> PooledConnection
     wait = connect_wait(pool)
     if timeout is None or timeout >= wait:
         return pool.get(timeout)
-    if pool.free():
-        return pool.get(wait)
-    started = pool.hub.monotonic()
-    try:
-        return pool.get(timeout)
-    except PoolTimeout:
-        # get() gives back the slots of checkouts dropped without being returned
-        # before it queues: a slot it freed is being refilled for this caller now.
-        if not pool.stats().creating:
-            raise
-    return pool.get(max(0.0, started + wait - pool.hub.monotonic()))
+    # Checkouts dropped without being returned hold their slots until reclaimed.
+    pool.reclaim_abandoned()
+    return pool.get(wait if can_serve(pool) else timeout)
+
+
+def can_serve(pool: BaseConnectionPool) -> bool:
+    """Whether a caller can be served now without anyone returning a connection: an
+    idle one, room for a new one, or one being opened that no waiter ahead will take."""
+    s = pool.stats()
+    return bool(s.idle) or s.size < s.max_size or s.creating > s.waiting
 
 
 def checkout(pool: BaseConnectionPool, timeout: Optional[float]) -> PooledConnectionWrapper:
@@ -277,7 +269,7 @@ def _with_class(base: type[Exception], cause: type[BaseException]) -> type[Excep
             combined = type(base.__name__, (base, cause), namespace)
         except TypeError:  # incompatible layouts or a final class: the pool's error alone
             combined = base
-        if len(_COMBINED) >= 64:  # drivers made per test or per process: stay small
+        if len(_COMBINED) >= 64:  # a bound, should error classes be made on the fly
             _COMBINED.clear()
         _COMBINED[(base, cause)] = combined
     return combined
@@ -466,12 +458,11 @@ class CompatPool:
     #: Raised by a :class:`PooledConnection` used after ``close()``.
     _returned_error: type[Exception] = AttributeError
 
-    def __init__(self, core: BaseConnectionPool, *, close_on_return: bool = False) -> None:
+    def __init__(self, core: BaseConnectionPool) -> None:
         self._core = core
-        self._close_on_return = close_on_return
         self._lock = core.hub.lock()
         self._keys: OnceMap[Any] = OnceMap(core.hub.lock())
-        self._waiting = 0  # callers that may wait while green threads hold connections
+        self._waiting = 0  # callers that found no connection free
         self._holders: MaintenanceTask[CompatPool] = MaintenanceTask(
             self, core.hub, CompatPool._holder_round, "holder reclaim"
         )
@@ -502,13 +493,14 @@ class CompatPool:
         """A connection from the core pool (:func:`checkout`, or :func:`take` when
         ``reject_closed`` is false); the core's errors pass through."""
         get = checkout if reject_closed else take
-        if not self._keys.has_task_keys() or self._core.free():
+        if self._core.free():
             return get(self._core, timeout)
         # The caller will wait: connections of ended green threads may serve it.
         with self._lock:
             self._waiting += 1
         try:
-            self._holders.schedule(self.hub.monotonic())
+            if self._keys.has_task_keys():
+                self._holders.schedule(self.hub.monotonic())
             return get(self._core, timeout)
         finally:
             with self._lock:
@@ -518,18 +510,10 @@ class CompatPool:
         """The value bound to ``key``, made by ``make()`` if missing (see :class:`OnceMap`)."""
         value = self._keys.get_or_make(key, make, self.hub, timeout)
         if isinstance(key, TaskKey):
-            self._holders.schedule(self.hub.monotonic() + HOLDER_POLL)
+            self._holders.schedule(self.hub.monotonic() + self._holder_interval())
         return value
 
     # -- giving back -------------------------------------------------------------------
-
-    def _put(self, lease: PooledConnectionWrapper) -> None:
-        """Give a checkout back to the core pool; with ``max_idle=0`` or ``max_age=0``,
-        close the connection instead (see :func:`make_core`)."""
-        if self._close_on_return:
-            self._core.discard(lease, "closed on return (max_idle=0 or max_age=0)")
-        else:
-            self._core.put(lease)
 
     def _release(self, handle: Any, lease: PooledConnectionWrapper) -> None:
         """Give back what a :class:`PooledConnection` held: its ``handle`` and the core's
@@ -543,7 +527,8 @@ class CompatPool:
     def _return_ended(self) -> None:
         """Give back the connections of green threads (or threads) that ended.
 
-        Called at the start of each operation and by the holder reclaim task.
+        Called at the start of each operation of the pools that bind
+        connections to green threads, and by the holder reclaim task.
         """
         for value in self._keys.pop_ended():
             log.debug("%r: the green thread holding a connection ended; returning it", self)
@@ -557,9 +542,11 @@ class CompatPool:
         self._return_ended()
         if not self._keys.has_task_keys():
             return None
+        return self.hub.monotonic() + self._holder_interval()
+
+    def _holder_interval(self) -> float:
         waiting = self._waiting or self._core.waiting()
-        interval = HOLDER_POLL_WAITING if waiting else HOLDER_POLL
-        return self.hub.monotonic() + interval
+        return HOLDER_POLL_WAITING if waiting else HOLDER_POLL
 
     def __repr__(self) -> str:
         s = self._core.stats()

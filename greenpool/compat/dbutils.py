@@ -129,7 +129,6 @@ from . import (
     check_callable,
     check_int,
     check_seconds,
-    closes_on_return,
     connect_bound,
     describe_error,
     make_core,
@@ -724,7 +723,7 @@ class _DBPool(CompatPool):
         # The creator's arguments stay with the opener (steady connections reopen
         # with them); the core is told where they lead, for its repr and errors.
         core.target = describe_target(args, kwargs)
-        super().__init__(core, close_on_return=closes_on_return(max_idle, max_age))
+        super().__init__(core)
 
     def steady_connection(self) -> SteadyDBConnection:
         """A new steady connection outside the pool (closing it closes it).
@@ -751,7 +750,7 @@ class _DBPool(CompatPool):
             # Forwarded to the steady connection (in an OS thread when tpooled).
             lease.checkout_check()
         except BaseException:
-            self._put(lease)
+            self._core.put(lease)
             raise
         return lease
 
@@ -897,7 +896,7 @@ class PooledDB(_DBPool):
             with self._lock:
                 self._new_shared -= 1
             if lease is not None:
-                self._put(lease)
+                self._core.put(lease)
             raise
         with self._lock:
             self._new_shared -= 1
@@ -935,8 +934,8 @@ class PooledDB(_DBPool):
                     return
                 if handle in self._shared:
                     self._shared.remove(handle)
-        self._put(lease)
         core = self._core
+        core.put(lease)
         if self._maxcached:
             surplus = len(core.free_items) - self._maxcached
             if surplus > 0:
@@ -971,7 +970,7 @@ class PersistentDBConnection(PooledConnection):
     def close(self) -> None:
         """Give the connection back if the pool is closeable; else end a begun transaction."""
         owner = self._owner
-        if isinstance(owner, PersistentDB) and owner.closeable:
+        if isinstance(owner, PersistentDB) and owner._closeable:
             if owner._keys.pop(self._key) is not None:
                 PooledConnection.close(self)
         elif self._handle is not None and self.begun:
@@ -1013,8 +1012,7 @@ class PersistentDB(_DBPool):
         **kwargs: Any,
     ) -> None:
         limit = check_int("maxconnections", maxconnections or 0)
-        #: Whether ``close()`` on a connection gives it back (else it is ignored).
-        self.closeable = bool(closeable)
+        self._closeable = bool(closeable)
         if threadlocal is not None:
             log.debug("PersistentDB: threadlocal is ignored; connections follow green threads")
         super().__init__(
@@ -1063,7 +1061,7 @@ class PersistentDB(_DBPool):
         return conn
 
     def _release(self, handle: Any, lease: PooledConnectionWrapper) -> None:
-        self._put(lease)
+        self._core.put(lease)
 
     def _ended(self, value: Any) -> None:
         PooledConnection.close(value)

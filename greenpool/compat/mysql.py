@@ -115,7 +115,6 @@ from . import (
     PooledConnection,
     check_int,
     check_seconds,
-    closes_on_return,
     connect_bound,
     make_core,
     timeout_error,
@@ -352,7 +351,7 @@ class MySQLConnectionPool(CompatPool):
             name=self._pool_name,
             kwargs=config,
         )
-        super().__init__(core, close_on_return=closes_on_return(max_idle, max_age))
+        super().__init__(core)
         self._configured = bool(config)
 
     @property
@@ -446,7 +445,7 @@ class MySQLConnectionPool(CompatPool):
         return PooledMySQLConnection(self, lease, lease)
 
     def _release(self, handle: Any, lease: PooledConnectionWrapper) -> None:
-        self._put(lease)
+        self._core.put(lease)
 
     def _remove_connections(self) -> int:
         """Close the idle connections; how many were closed (as in mysql-connector)."""

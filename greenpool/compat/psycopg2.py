@@ -106,7 +106,6 @@ from . import (
     CompatPool,
     check_int,
     check_seconds,
-    closes_on_return,
     connect_bound,
     make_core,
     merge_mapping_arg,
@@ -202,7 +201,7 @@ class AbstractConnectionPool(CompatPool):
             args=args,
             kwargs=kwargs,
         )
-        super().__init__(core, close_on_return=closes_on_return(max_idle, max_age))
+        super().__init__(core)
         # getconn() hands out the driver's connection; behind a tpooled pool on a green
         # hub, a proxy running each of its calls in an OS thread.
         self._proxied = isinstance(core, TpooledConnectionPool) and chosen.green
@@ -291,7 +290,7 @@ class AbstractConnectionPool(CompatPool):
         if close:
             self._core.discard(taken.lease, "putconn(close=True)")
         else:
-            self._put(taken.lease)
+            self._core.put(taken.lease)
 
     def _release(self, handle: Any, lease: PooledConnectionWrapper) -> None:
         self._give(handle, False)
