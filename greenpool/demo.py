@@ -84,7 +84,7 @@ def _connect_spec(dsn: str | None) -> tuple[Any, tuple, dict, str, str]:
     raise SystemExit(f"--dsn: unsupported scheme {url.scheme!r} (postgresql, mysql, sqlite)")
 
 
-def main(argv: list[str]) -> int:
+def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m greenpool demo", description=__doc__.split("\n\n")[0]
     )
@@ -95,7 +95,32 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="how long to run (5)")
     parser.add_argument("--dsn", help="postgresql://... or mysql://... (default: SQLite)")
     parser.add_argument("--pool", choices=("raw", "tpooled"), default="raw")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def _report(stats: Any, done_per_worker: list[int], waits: list[float], elapsed: float,
+            rows: int) -> bool:
+    """Print the summary; whether the run was right (every row there, nobody starved)."""
+    total = sum(done_per_worker)
+    waits.sort()
+    p50 = waits[len(waits) // 2] * 1000 if waits else 0.0
+    p99 = waits[int(len(waits) * 0.99)] * 1000 if waits else 0.0
+    starved = sum(1 for n in done_per_worker if n == 0)
+    print(f"done: {total} transactions in {elapsed:.1f} s ({total / elapsed:.0f}/s), "
+          f"{rows} rows written")
+    print(f"waits for a connection: {stats.waits} of {stats.requests} checkouts waited; "
+          f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    print(f"connections: {stats.opened} opened for {stats.requests} checkouts "
+          f"(each reused {stats.requests / max(1, stats.opened):.0f} times on average), "
+          f"{stats.closed} closed")
+    print(f"fairness: per worker min {min(done_per_worker)}, "
+          f"median {statistics.median(done_per_worker):.0f}, max {max(done_per_worker)}; "
+          f"{starved} starved")
+    return rows == total and starved == 0 and stats.in_use == 0
+
+
+def main(argv: list[str]) -> int:
+    args = _parse_args(argv)
     hub_name = _pick_hub(args.hub)
     _patch(hub_name)
 
@@ -170,22 +195,7 @@ def main(argv: list[str]) -> int:
     stats = pool.stats()
     pool.close()
 
-    total = sum(done_per_worker)
-    waits.sort()
-    p50 = waits[len(waits) // 2] * 1000 if waits else 0.0
-    p99 = waits[int(len(waits) * 0.99)] * 1000 if waits else 0.0
-    starved = sum(1 for n in done_per_worker if n == 0)
-    print(f"done: {total} transactions in {elapsed:.1f} s ({total / elapsed:.0f}/s), "
-          f"{rows} rows written")
-    print(f"waits for a connection: {stats.waits} of {stats.requests} checkouts waited; "
-          f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
-    print(f"connections: {stats.opened} opened for {stats.requests} checkouts "
-          f"(each reused {stats.requests / max(1, stats.opened):.0f} times on average), "
-          f"{stats.closed} closed")
-    print(f"fairness: per worker min {min(done_per_worker)}, "
-          f"median {statistics.median(done_per_worker):.0f}, max {max(done_per_worker)}; "
-          f"{starved} starved")
-    ok = rows == total and starved == 0 and stats.in_use == 0
+    ok = _report(stats, done_per_worker, waits, elapsed, rows)
     print("demo OK" if ok else "demo FAILED")
     return 0 if ok else 1
 

@@ -196,9 +196,9 @@ def vet_at_checkout(
     pool: BaseConnectionPool, entry: ConnectionEntry, now: float, timeout: Optional[float]
 ) -> tuple[ConnectionEntry, float]:
     """Look closer at a connection about to be handed out; while it is bad, close it
-    and take another (waiting up to ``timeout`` for it).  The connection and the
-    time it was found good."""
-    started = now
+    and take another, within ``timeout`` from ``now`` (None: for ever).  The
+    connection and the time it was found good."""
+    deadline = None if timeout is None else now + timeout
     while True:
         if pool.closed:
             pool._discard_entry(entry, "pool closed", lost=False)
@@ -212,7 +212,7 @@ def vet_at_checkout(
             entry.touch(now, pool._quiet)
             return entry, now
         pool._discard_entry(entry, problem, lost=problem not in ("expired", "drained"))
-        left = None if timeout is None else max(0.0, started + timeout - now)
+        left = None if deadline is None else max(0.0, deadline - pool._clock())
         entry = Pool.get(pool, left)
         now = pool._clock()
 
