@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Deque, Optional
 
-from . import _checks, upkeep
+from . import upkeep, validation
 from .entry import ConnectionEntry
 from .events import ConnectionPoolStats, PoolObserver
 from .pool import Pool
@@ -86,7 +86,7 @@ class PoolAdministration(Pool[ConnectionEntry]):
 
     def close_idle(self, count: int = 1) -> int:
         """Close up to ``count`` idle connections, least recently used first; how many."""
-        count = _checks.check_int("count", count)
+        count = validation.check_int("count", count)
         taken: list[ConnectionEntry] = []
         with self._lock:
             while self.free_items and len(taken) < count:
@@ -148,7 +148,7 @@ class PoolAdministration(Pool[ConnectionEntry]):
         ``close`` waits up to that long for them and then closes them under
         their users (whose next use fails).  Idempotent.
         """
-        timeout = _checks.check_seconds("timeout", timeout)
+        timeout = validation.check_seconds("timeout", timeout)
         self._close_waiters()
         self._scheduler.stop()
         self._revet_all()  # returns from now on take the long way, which closes them

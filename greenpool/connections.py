@@ -20,7 +20,7 @@ import sys
 from collections import deque
 from typing import Any, Callable, Deque, Optional
 
-from . import _checks, upkeep
+from . import upkeep, validation
 from .administration import PoolAdministration
 from .backoff import Backoff
 from .connecting import Opener, close_quietly, connect_function
@@ -189,7 +189,7 @@ class BaseConnectionPool(PoolAdministration):
         self._observers: list[PoolObserver] = []
         self._growth = Growth(self, Backoff(label, *options.reconnect_backoff))
         self._limiter = limiter
-        self._before_connect = _checks.check_callable("before_connect", before_connect)
+        self._before_connect = validation.check_callable("before_connect", before_connect)
         self._scheduler = Scheduler(self, hub)
         self._sweep_task = self._scheduler.task(upkeep.sweep, "sweep")
         self._leak_task = self._scheduler.task(upkeep.report_leaks, "leak report")

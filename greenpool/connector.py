@@ -92,7 +92,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
-from . import _checks
+from . import validation
 from .connections import BaseConnectionPool, ConnectionPool
 from .drivers import driver_for
 from .errors import ConnectTimeout, DatabaseUnavailable, PoolClosed, PoolError, PoolTimeout
@@ -626,14 +626,14 @@ class DatabaseConnector:
         self.host_keyword: Optional[str] = (
             None if host_keyword is None else _keyword("host_keyword", host_keyword)
         )
-        self.max_total = _checks.check_optional_int("max_total", max_total, minimum=1)
-        self.max_pool_idle = _checks.check_seconds("max_pool_idle", max_pool_idle)
+        self.max_total = validation.check_optional_int("max_total", max_total, minimum=1)
+        self.max_pool_idle = validation.check_seconds("max_pool_idle", max_pool_idle)
         if self.max_pool_idle == 0:
             raise ValueError("max_pool_idle must be > 0 seconds (None: never), got 0")
-        self.failure_threshold = _checks.check_optional_int(
+        self.failure_threshold = validation.check_optional_int(
             "failure_threshold", failure_threshold, minimum=1
         )
-        backoff_seconds = _checks.check_seconds("backoff", backoff, allow_none=False)
+        backoff_seconds = validation.check_seconds("backoff", backoff, allow_none=False)
         if not backoff_seconds:
             raise ValueError(f"backoff must be > 0 seconds, got {backoff!r}")
         self.backoff: float = backoff_seconds
@@ -678,7 +678,7 @@ class DatabaseConnector:
             if kwargs.get("limiter") is not None:
                 raise ValueError("limiter cannot be combined with max_total, which makes its own")
         if self._managed:
-            _checks.check_callable("before_connect", kwargs.get("before_connect"))
+            validation.check_callable("before_connect", kwargs.get("before_connect"))
 
     # -- lookup ----------------------------------------------------------------------
 
@@ -856,7 +856,7 @@ class DatabaseConnector:
         return self._closed
 
     def _close_pools(self, slots: List[_Slot], timeout: Optional[float] = None) -> None:
-        timeout = _checks.check_seconds("timeout", timeout)
+        timeout = validation.check_seconds("timeout", timeout)
         deadline = None if timeout is None else self.hub.monotonic() + timeout
         for slot in slots:
             try:

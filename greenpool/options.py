@@ -14,7 +14,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from . import _checks
+from . import validation
 
 __all__ = ["ConnectionOptions", "connection_options"]
 
@@ -115,15 +115,15 @@ def connection_options(
 ) -> ConnectionOptions:
     """Check every option; the first bad one raises, naming itself."""
     return ConnectionOptions(
-        max_idle=_checks.check_seconds("max_idle", max_idle),
-        max_age=_checks.check_seconds("max_age", max_age),
-        connect_timeout=_checks.check_seconds("connect_timeout", connect_timeout),
-        cleanup=_checks.check_callable("cleanup", cleanup),
-        timeout=_checks.check_seconds("timeout", timeout),
+        max_idle=validation.check_seconds("max_idle", max_idle),
+        max_age=validation.check_seconds("max_age", max_age),
+        connect_timeout=validation.check_seconds("connect_timeout", connect_timeout),
+        cleanup=validation.check_callable("cleanup", cleanup),
+        timeout=validation.check_seconds("timeout", timeout),
         check=check,
-        check_interval=_checks.check_seconds("check_interval", check_interval, allow_none=False)
+        check_interval=validation.check_seconds("check_interval", check_interval, allow_none=False)
         or 0.0,
-        leak_timeout=_checks.check_seconds("leak_timeout", leak_timeout),
+        leak_timeout=validation.check_seconds("leak_timeout", leak_timeout),
         reconnect_backoff=_backoff(reconnect_backoff),
-        configure=_checks.check_callable("configure", configure),
+        configure=validation.check_callable("configure", configure),
     )

@@ -30,7 +30,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Deque, Generic, Optional, TypeVar
 
-from . import _checks
+from . import validation
 from .errors import PoolClosed, PoolTimeout, TooManyWaiters
 from .hubs import Hub, HubSpec, Waiter, resolve_hub
 
@@ -139,16 +139,16 @@ class Pool(Generic[T]):
         name: Optional[str] = None,
         max_waiting: Optional[int] = None,
     ) -> None:
-        min_size = _checks.check_int("min_size", min_size)
-        max_size = _checks.check_int("max_size", max_size)
+        min_size = validation.check_int("min_size", min_size)
+        max_size = validation.check_int("max_size", max_size)
         if min_size > max_size:
             raise ValueError(f"min_size ({min_size}) must not exceed max_size ({max_size})")
         if not isinstance(order_as_stack, bool):
             raise TypeError(f"order_as_stack must be a bool, got {order_as_stack!r}")
-        self._create_fn = _checks.check_callable("create", create)
+        self._create_fn = validation.check_callable("create", create)
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a string, got {type(name).__name__}")
-        self.max_waiting = _checks.check_optional_int("max_waiting", max_waiting)
+        self.max_waiting = validation.check_optional_int("max_waiting", max_waiting)
         self.hub: Hub = resolve_hub(hub)
         self.name = name
         self.min_size = min_size
@@ -232,7 +232,7 @@ class Pool(Generic[T]):
         It does not bound :meth:`create` itself.
         """
         if timeout is not None and not (type(timeout) is float and 0.0 <= timeout < _INF):
-            timeout = _checks.check_seconds("timeout", timeout)
+            timeout = validation.check_seconds("timeout", timeout)
         if self._cooperative and self.free_items:
             # A green hub runs nothing else until this task does I/O: no lock needed.
             self._requests += 1
@@ -425,7 +425,7 @@ class Pool(Generic[T]):
         now and surplus items in use as they come back.  ``min_size`` is
         lowered to ``new_size`` if above it.
         """
-        new_size = _checks.check_int("new_size", new_size)
+        new_size = validation.check_int("new_size", new_size)
         surplus = []
         with self._lock:
             self.max_size = new_size

@@ -45,8 +45,6 @@ no database driver.
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 import threading
 import weakref
 from typing import Any, Callable, Dict, Generic, Hashable, Optional, TypeVar
@@ -84,40 +82,6 @@ HOLDER_POLL_WAITING = 0.02
 
 
 # -- arguments -----------------------------------------------------------------------------
-
-
-def _kind(value: Any) -> str:
-    """What a wrong value is, without echoing it (it may be a DSN holding a password)."""
-    if isinstance(value, (bool, numbers.Number)) or value is None:
-        return repr(value)
-    return f"a {type(value).__name__}"
-
-
-def check_int(name: str, value: Any, minimum: int = 0) -> int:
-    """``value`` as an int >= ``minimum``; TypeError/ValueError naming ``name`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {_kind(value)}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_seconds(name: str, value: Any) -> Optional[float]:
-    """``value`` as seconds >= 0; None (and infinity) mean "for ever"."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number of seconds, got {_kind(value)}")
-    if value != value or value < 0:  # NaN or negative
-        raise ValueError(f"{name} must be >= 0 seconds, got {value!r}")
-    return None if value == math.inf else float(value)
-
-
-def check_callable(name: str, value: Any) -> Any:
-    """``value`` if callable or None; TypeError naming ``name`` otherwise."""
-    if value is not None and not callable(value):
-        raise TypeError(f"{name} must be callable, got {_kind(value)}")
-    return value
 
 
 def merge_mapping_arg(args: tuple, kwargs: Dict[str, Any]) -> tuple[tuple, Dict[str, Any]]:

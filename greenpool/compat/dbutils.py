@@ -122,13 +122,11 @@ from ..errors import PoolError as _GreenPoolError
 from ..hubs import Hub, HubSpec, resolve_hub
 from ..pool import TokenPool
 from ..proxy import PooledConnectionWrapper
+from ..validation import check_callable, check_int, check_seconds
 from . import (
     DEFAULT_MAX_IDLE,
     CompatPool,
     PooledConnection,
-    check_callable,
-    check_int,
-    check_seconds,
     connect_bound,
     describe_error,
     make_core,

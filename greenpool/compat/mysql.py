@@ -108,13 +108,12 @@ from ..errors import ConnectionReturned, PoolClosed, PoolTimeout
 from ..errors import PoolError as _GreenPoolError
 from ..hubs import HubSpec, resolve_hub
 from ..proxy import PooledConnectionWrapper
+from ..validation import check_int, check_seconds
 from . import (
     DEFAULT_MAX_IDLE,
     CompatPool,
     OnceMap,
     PooledConnection,
-    check_int,
-    check_seconds,
     connect_bound,
     make_core,
     timeout_error,

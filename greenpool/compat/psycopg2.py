@@ -101,11 +101,10 @@ from ..errors import PoolClosed, PoolTimeout
 from ..errors import PoolError as _GreenPoolError
 from ..hubs import HubSpec, resolve_hub
 from ..proxy import PooledConnectionWrapper, ThreadProxy
+from ..validation import check_int, check_seconds
 from . import (
     DEFAULT_MAX_IDLE,
     CompatPool,
-    check_int,
-    check_seconds,
     connect_bound,
     make_core,
     merge_mapping_arg,

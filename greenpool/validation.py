@@ -1,4 +1,9 @@
-"""Argument validation shared by every pool: one clear error naming the option."""
+"""Argument validation shared by every layer: one clear error naming the parameter.
+
+Public so that the connector and the compat layers validate as the core does.
+A wrong value is described by its type, never echoed: it may be a DSN that
+holds a password.  Infinity is accepted as seconds and means "for ever" (None).
+"""
 
 from __future__ import annotations
 
