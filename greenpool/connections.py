@@ -460,8 +460,7 @@ class BaseConnectionPool(PoolAdministration):
             and self._plain_cleanup
             and now < entry.vetted_until
         ):
-            entry.touch(now, self._quiet)
-            self._hand_back(entry)
+            self._keep(entry, now)
             return
         try:
             reason = "pool closed" if self._closed else self._vetting.return_problem(
@@ -471,15 +470,25 @@ class BaseConnectionPool(PoolAdministration):
             # Interrupted during cleanup: the connection's state is unknown.
             self._discard_entry(entry, "interrupted during cleanup", lost=True)
             raise
-        if reason is None and self._closed:
-            reason = "pool closed"
         if reason is not None:
             if reason == "closed by its user or server":
                 self._revet_all()
             self._discard_entry(entry, reason, lost=reason in LOST_REASONS)
             return
+        self._keep(entry, now)
+
+    def _keep(self, entry: ConnectionEntry, now: float) -> None:
+        """File a returned connection found fit, unless a close or a drain came first.
+
+        Touched before the test: a drain after it marks the connection for a
+        closer look at its next checkout, and the hand-off itself retires it
+        once the pool is closed.
+        """
         entry.touch(now, self._quiet)
-        self._hand_back(entry)
+        if entry.generation != self._generation or self._closed:
+            self._discard_entry(entry, "pool closed" if self._closed else "drained", lost=False)
+        else:
+            self._hand_back(entry)
 
     def _return_after_error(self, conn: PooledConnectionWrapper, exc: BaseException,
                             cleanup: Any) -> None:

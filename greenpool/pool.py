@@ -330,7 +330,12 @@ class Pool(Generic[T]):
 
     def _hand_back(self, item: T) -> bool:
         """The hand-off of :meth:`put`, never yielding; true if a waiter got the item."""
-        if self._cooperative and not self._waiters and self.current_size <= self.max_size:
+        if (
+            self._cooperative
+            and not self._waiters
+            and self.current_size <= self.max_size
+            and not self._closed
+        ):
             # As in get(): no lock needed on a green hub.
             if self.order_as_stack:
                 self.free_items.appendleft(item)
@@ -338,7 +343,7 @@ class Pool(Generic[T]):
                 self.free_items.append(item)
             return False
         with self._lock:
-            if self.current_size > self.max_size:
+            if self.current_size > self.max_size or self._closed:
                 self.current_size -= 1
                 retire = True
             elif self._waiters:
@@ -394,8 +399,8 @@ class Pool(Generic[T]):
 
     def close(self) -> None:
         """Refuse further checkouts (:class:`~greenpool.errors.PoolClosed`), wake
-        every waiter with PoolClosed, and retire the idle items.  Items still
-        out may be put back; they are kept.  Idempotent."""
+        every waiter with PoolClosed, and retire the idle items, and the items
+        still out as they are put back.  Idempotent."""
         self._close_waiters()
         with self._lock:
             idle = list(self.free_items)

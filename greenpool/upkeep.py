@@ -64,8 +64,9 @@ def is_expired(pool: BaseConnectionPool, entry: ConnectionEntry, now: float, siz
 
 
 def expiry(pool: BaseConnectionPool, entry: ConnectionEntry, idle_since: float) -> float:
-    """When ``entry``, idle from ``idle_since`` on, may expire."""
-    if pool.max_idle is None:
+    """When ``entry``, idle from ``idle_since`` on, may expire (a pool of at most
+    ``min_size`` keeps its idle connections until they are too old)."""
+    if pool.max_idle is None or pool.current_size <= pool.min_size:
         return entry.expires_at
     return min(entry.expires_at, idle_since + pool.max_idle)
 

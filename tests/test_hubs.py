@@ -12,6 +12,7 @@ import pytest
 import greenpool
 from greenpool.errors import HubError
 from greenpool.hubs import resolve_hub, set_default_hub
+from greenpool.hubs.base import ThreadCallTimeout, original_lock
 from tests.support.tasks import Spawned, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_clock_and_sleep(hub):
     start = hub.monotonic()
     hub.sleep(0.02)
-    assert hub.monotonic() - start >= 0.019
+    assert hub.monotonic() - start >= 0.015  # never early (the clock's resolution aside)
 
 
 def test_spawn_runs_concurrently(hub):
@@ -33,10 +34,13 @@ def test_spawn_runs_concurrently(hub):
 
 def test_spawn_after_and_cancel(hub):
     fired = []
-    hub.spawn_after(0.01, fired.append, "a")
-    cancelled = hub.spawn_after(0.05, fired.append, "b")
+    start = hub.monotonic()
+    hub.spawn_after(0.05, fired.append, "a")
+    cancelled = hub.spawn_after(0.02, fired.append, "b")
     cancelled.cancel()
-    hub.sleep(0.1)
+    wait_until(hub, lambda: fired)
+    assert hub.monotonic() - start >= 0.04  # not early
+    hub.sleep(0.05)  # well past the cancelled one's time
     assert fired == ["a"]
 
 
@@ -44,9 +48,9 @@ def test_event_wait_times_out_then_is_set(hub):
     event = hub.event()
     start = hub.monotonic()
     assert event.wait(0.02) is False
-    assert hub.monotonic() - start >= 0.019
+    assert hub.monotonic() - start >= 0.015
     hub.spawn_after(0.01, event.set)
-    assert event.wait(5) is True
+    assert event.wait(60) is True
     assert event.is_set() and event.wait(0) is True
 
 
@@ -57,8 +61,22 @@ def test_timeout_interrupts_green_wait(green_hub):
     start = green_hub.monotonic()
     with pytest.raises(Expired):
         with green_hub.timeout(0.02, Expired()):
+            green_hub.event().wait()  # never set: only the timeout ends it
+    assert green_hub.monotonic() - start >= 0.015
+
+
+def test_timeout_without_an_exception_raises_the_hubs_own(green_hub):
+    with pytest.raises(green_hub.Timeout):
+        with green_hub.timeout(0.01, None):
             green_hub.event().wait()
-    assert green_hub.monotonic() - start < 1
+    assert not issubclass(green_hub.Timeout, Exception)  # a BaseException, as documented
+
+
+def test_kill_interrupts_a_waiting_task(green_hub):
+    task = Spawned(green_hub, green_hub.event().wait)
+    green_hub.sleep(0)
+    task.kill()
+    assert isinstance(task.outcome(), green_hub.killed)
 
 
 def test_timeout_cannot_interrupt_on_threads():
@@ -68,29 +86,42 @@ def test_timeout_cannot_interrupt_on_threads():
         time.sleep(0.01)
 
 
+def closed_gate():
+    """A real OS lock, held: a thread that acquires it blocks until it is released."""
+    gate = original_lock()
+    gate.acquire()
+    return gate
+
+
 def test_run_in_thread_result_error_and_timeout(hub):
     assert hub.run_in_thread(lambda a, b: a + b, 2, 3) == 5
     with pytest.raises(ZeroDivisionError):
         hub.run_in_thread(lambda: 1 / 0)
-    with pytest.raises(TimeoutError):
-        hub.run_in_thread(_blocking_sleep, 0.3, timeout=0.02)
-
-
-def _blocking_sleep(seconds):
-    # In an OS thread: the plain sleep of the real time module is what blocks.
-    from greenpool.hubs.base import original_lock
-
-    lock = original_lock()
-    lock.acquire()
-    lock.acquire(True, seconds)
-    return seconds
+    gate = closed_gate()
+    try:
+        # Its own class, so that a TimeoutError raised by the function is not taken for it.
+        with pytest.raises(ThreadCallTimeout, match="within 0.02 s"):
+            hub.run_in_thread(gate.acquire, timeout=0.02)  # blocked until released
+    finally:
+        gate.release()  # the thread runs on, and ends
+    assert issubclass(ThreadCallTimeout, TimeoutError)
 
 
 def test_run_in_thread_does_not_block_other_tasks(green_hub):
+    """The call blocks its OS thread until another green task has run five times: it
+    returns only if the hub kept running that task meanwhile."""
+    gate = closed_gate()
     ticks = []
-    ticker = Spawned(green_hub, lambda: [ticks.append(green_hub.sleep(0.005)) for _ in range(5)])
-    green_hub.run_in_thread(_blocking_sleep, 0.1)
-    ticker.wait()
+
+    def ticker():
+        for _ in range(5):
+            green_hub.sleep(0.001)
+            ticks.append(1)
+        gate.release()
+
+    task = Spawned(green_hub, ticker)
+    assert green_hub.run_in_thread(gate.acquire, True, 60) is True
+    task.wait()
     assert len(ticks) == 5
 
 

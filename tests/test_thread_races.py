@@ -1,10 +1,12 @@
 """Returns racing other OS threads: a second put() of the same wrapper, close(),
 drain() and resize() (threads hub only: green tasks do not preempt each other).
 
-put()'s short path reads the connection's state before it takes the pool's
-lock; these tests check that what another thread changed meanwhile is seen
-under the lock, so that no connection is filed twice, kept by a closed pool,
-kept after a drain or kept above a shrunk size.
+put() checks the connection in under the pool's lock, then looks at the
+connection's state (the driver's ``return_state``) and files it outside the
+lock.  These tests widen that look, with a driver whose connections are slow
+to report their state, and check through the public API that what another
+thread changed meanwhile is honoured: no connection filed twice, kept open by a
+closed pool, handed out again after a drain, or kept above a shrunk size.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from greenpool import ForeignConnection, PoolClosed
+from greenpool import PoolClosed
+from tests.support.fakedb import FakeConnection, FakeDB, original_sleep
+from tests.support.tasks import PATIENCE, wait_until
 
 ROUNDS = 200
 
@@ -35,16 +39,31 @@ def os_threads(hub: Any) -> Iterator[None]:
         sys.setswitchinterval(interval)
 
 
-def widen_the_window(pool: Any) -> Any:
-    """Make put() sleep between its first look and its lock, where the races are."""
-    probe = pool._idle_probe
+class SlowStateConnection(FakeConnection):
+    """Reading ``in_transaction`` (what the pool looks at on every return) takes a
+    moment, during which other threads run."""
 
-    def sleepy_probe(conn: Any) -> Any:
-        time.sleep(0.0001)
-        return probe(conn)
+    @property  # type: ignore[override]
+    def in_transaction(self) -> bool:
+        original_sleep()(0.0001)
+        return self.__dict__["in_transaction"]
 
-    pool._idle_probe = sleepy_probe
-    return pool
+    @in_transaction.setter
+    def in_transaction(self, value: bool) -> None:
+        self.__dict__["in_transaction"] = value
+
+
+class SlowStateDB(FakeDB):
+    def connect(self, *args: Any, **kwargs: Any) -> FakeConnection:
+        conn = super().connect(*args, **kwargs)
+        conn.__class__ = SlowStateConnection
+        return conn
+
+
+@pytest.fixture
+def db() -> FakeDB:
+    """The fake driver, with connections slow to report their state (shadows conftest's)."""
+    return SlowStateDB("fakedb")
 
 
 def run_threads(count: int, target: Callable[[int], None]) -> None:
@@ -60,8 +79,8 @@ def run_threads(count: int, target: Callable[[int], None]) -> None:
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(30)
-        assert not thread.is_alive(), "a thread is still running after 30 s"
+        thread.join(PATIENCE)
+        assert not thread.is_alive(), f"a thread is still running after {PATIENCE} s"
     if errors:
         raise errors[0]
 
@@ -81,7 +100,7 @@ def race(pool: Any, action: Callable[[], None], workers: int = 4) -> None:
             return
         while not stop.is_set():
             try:
-                conn = pool.get()
+                conn = pool.get(timeout=PATIENCE)
             except PoolClosed:
                 return
             pool.put(conn)
@@ -89,12 +108,18 @@ def race(pool: Any, action: Callable[[], None], workers: int = 4) -> None:
     run_threads(workers + 1, run)
 
 
-def test_the_same_wrapper_put_by_two_threads_is_filed_once(make_pool, db):
-    # A third thread checks the connection out again as soon as it can: the put()
-    # that comes second must not take it back from under that thread.
-    pool = widen_the_window(make_pool(max_size=1))
+def settled(hub: Any, pool: Any) -> None:
+    """Wait for connects still in flight (the pool grows in the background) to land."""
+    wait_until(hub, lambda: pool.stats().creating == 0)
+
+
+def test_the_same_wrapper_put_by_two_threads_is_filed_once(make_pool, db, hub):
+    # A wrapper already returned is left alone by put(), as close() twice is; a third
+    # thread checks the connection out again as soon as it can: the put() that comes
+    # second must not take it back from under that thread, nor file it twice.
+    pool = make_pool(max_size=1)
     for _ in range(ROUNDS):
-        conn = pool.get()
+        conn = pool.get(timeout=PATIENCE)
         start = threading.Barrier(3)
         outcomes: list[str] = []
         taken: list[Any] = []
@@ -103,46 +128,54 @@ def test_the_same_wrapper_put_by_two_threads_is_filed_once(make_pool, db):
                 taken: Any = taken) -> None:
             start.wait()
             if i == 2:
-                taken.append(pool.get(timeout=5))
+                taken.append(pool.get(timeout=PATIENCE))
                 return
-            try:
-                pool.put(conn)
-                outcomes.append("returned")
-            except ForeignConnection:
-                outcomes.append("refused")
+            pool.put(conn)
+            outcomes.append("returned")
 
         run_threads(3, run)
-        assert sorted(outcomes) == ["refused", "returned"]
-        assert not pool.free_items and taken[0]._entry.in_use  # still the taker's alone
+        assert outcomes == ["returned", "returned"] and not conn
+        s = pool.stats()
+        assert taken[0] and (s.in_use, s.idle) == (1, 0), s  # still the taker's alone
         pool.put(taken[0])
         assert len(pool.free_items) == 1 and pool.current_size == 1
     assert db.connects == 1
 
 
-def test_returns_racing_close_leave_no_connection_open(make_pool, db):
+def test_returns_racing_close_leave_no_connection_open(make_pool, db, hub):
     for _ in range(ROUNDS // 2):
-        pool = widen_the_window(make_pool(max_size=4))
+        pool = make_pool(max_size=4)
         race(pool, pool.close)
-        assert not pool.free_items and pool.current_size == 0
-    assert db.closes == db.connects
+        settled(hub, pool)
+        assert (pool.stats().size, len(pool.free_items)) == (0, 0), pool
+    assert db.closes == db.connects, db.open_connections()
 
 
-def test_returns_racing_drain_keep_no_drained_connection(make_pool, db):
-    pool = widen_the_window(make_pool(max_size=4))
+def test_returns_racing_drain_never_hand_out_a_drained_connection(make_pool, db, hub):
+    pool = make_pool(max_size=4)
+    opened_before: set[int] = set()
 
     def drain_repeatedly() -> None:
         for _ in range(ROUNDS):
+            opened_before.update(c.id for c in list(db.connections))
             pool.drain()
 
     race(pool, drain_repeatedly)
-    assert all(entry.generation == pool._generation for entry in pool.free_items)
+    settled(hub, pool)
+    conns = [pool.get(timeout=PATIENCE) for _ in range(pool.max_size)]
+    ids = {pool.raw_connection(conn).id for conn in conns}
+    assert not ids & opened_before, "a connection opened before the last drain came back"
+    for conn in conns:
+        pool.put(conn)
+    settled(hub, pool)
     assert db.connects - db.closes == pool.current_size == len(pool.free_items)
 
 
-def test_returns_racing_a_shrink_keep_no_surplus(make_pool, db):
+def test_returns_racing_a_shrink_keep_no_surplus(make_pool, db, hub):
     for _ in range(ROUNDS // 2):
-        pool = widen_the_window(make_pool(max_size=4))
+        pool = make_pool(max_size=4)
         race(pool, lambda pool=pool: pool.resize(1))
-        assert pool.current_size <= 1 and len(pool.free_items) == pool.current_size
+        settled(hub, pool)
+        assert pool.current_size <= 1 and len(pool.free_items) == pool.current_size, pool
         pool.close()
-    assert db.closes == db.connects
+    assert db.closes == db.connects, db.open_connections()
