@@ -332,9 +332,11 @@ class BaseConnectionPool(PoolAdministration):
         return False
 
     def _queued(self) -> None:
-        self._grow()
-        # Orphans are reclaimed by maintenance while anyone waits (see _orphaned).
-        self._sweep_task.schedule(self._clock() + upkeep.ORPHAN_POLL)
+        if self.current_size < self.max_size:  # else only a returned connection helps
+            self._grow()
+        if len(self._waiters) == 1:
+            # Orphans are reclaimed by maintenance while anyone waits (see _orphaned).
+            self._sweep_task.schedule(self._clock() + upkeep.ORPHAN_POLL)
 
     def _slot_freed(self) -> None:
         self._grow()

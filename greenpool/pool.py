@@ -283,15 +283,18 @@ class Pool(Generic[T]):
         except BaseException:
             self._abandon(waiter)
             raise
-        with self._lock:
-            self._wait_time += self._clock() - started
-            value = waiter.value
-            if value is _WAITING:  # timed out, and nobody served it meanwhile
-                waiter.value = _CANCELLED
-                self._waiters.remove(waiter)
-                self._timeouts += 1
+        self._wait_time += self._clock() - started  # (not exact across OS threads)
+        # Once set, the value is this caller's alone: only a timeout needs the lock.
+        value = waiter.value
         if value is _WAITING:
-            raise self._timeout_error(timeout)
+            with self._lock:
+                value = waiter.value
+                if value is _WAITING:  # timed out, and nobody served it meanwhile
+                    waiter.value = _CANCELLED
+                    self._waiters.remove(waiter)
+                    self._timeouts += 1
+            if value is _WAITING:
+                raise self._timeout_error(timeout)
         if value is _GRANTED:
             return self._create_reserved()
         if value is _CLOSED:
