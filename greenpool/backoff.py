@@ -35,6 +35,9 @@ class Backoff:
         self.longest = longest
         #: Connect failures since the last success.
         self.failures = 0
+        #: Back-off steps since the last success: attempts that were in flight
+        #: together and failed together count as one step.
+        self.steps = 0
         #: Monotonic time before which no new attempt starts.
         self.next_try = 0.0
         #: The last connect error, until a connect succeeds.
@@ -45,13 +48,18 @@ class Backoff:
         """True while the last connect failed and none has succeeded since."""
         return self.failures > 0
 
-    def failed(self, error: BaseException, now: float) -> float:
-        """Count a failed connect at ``now``; return the delay before the next attempt."""
+    def failed(self, error: BaseException, now: float, step: int) -> None:
+        """Count a failed connect at ``now``; ``step`` is :attr:`steps` as it was
+        when the attempt started (an attempt that started before the last step
+        was taken adds no step of its own)."""
         with self._lock:
             self.failures += 1
             failures = self.failures
             self.last_error = error
-            delay = min(self.longest, self.first * 2 ** min(failures - 1, 30))
+            if step != self.steps:
+                return  # failed with others in flight together: their step holds
+            self.steps += 1
+            delay = min(self.longest, self.first * 2 ** min(self.steps - 1, 30))
             delay *= random.uniform(0.8, 1.2)
             self.next_try = now + delay
         if failures == 1:
@@ -60,12 +68,12 @@ class Backoff:
         else:
             log.debug("%s: %d connects failed in a row; retrying in %.2f s",
                       self._label, failures, delay)
-        return delay
 
     def succeeded(self) -> None:
         """A connect succeeded: back to no delay."""
         with self._lock:
             failures, self.failures = self.failures, 0
+            self.steps = 0
             self.next_try = 0.0
             self.last_error = None
         if failures:

@@ -366,7 +366,9 @@ class BaseConnectionPool(PoolAdministration):
             timeout = self.timeout
         if self._orphans:
             upkeep.reclaim_orphans(self)
-        started = self._clock() if self._observers else 0.0
+        # The start of the call, for the time left after a failed check and for
+        # observers (no clock read otherwise).
+        started = self._clock() if timeout is not None or self._observers else 0.0
         if self._limiter is None:
             entry = Pool.get(self, timeout)
         else:
@@ -379,7 +381,7 @@ class BaseConnectionPool(PoolAdministration):
             or self._closed
             or (entry.watch is not None and now - entry.last_used >= SOCKET_TEST_AFTER)
         ):
-            entry, now = vet_at_checkout(self, entry, now, timeout)
+            entry, now = vet_at_checkout(self, entry, now, started, timeout)
         entry.in_use = entry.lent = True
         entry.taken_at = now
         if self.leak_timeout is not None:

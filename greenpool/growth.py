@@ -102,10 +102,11 @@ class Growth:
         if unwanted:
             pool._release_slot(creating=True)
             return
+        step = self.backoff.steps
         try:
             entry = pool.create()
         except BaseException as exc:
-            self._failed(exc)
+            self._failed(exc, step)
             if not isinstance(exc, Exception):
                 raise
             return
@@ -113,10 +114,10 @@ class Growth:
         pool._add_created(entry)
         self.grow()  # more callers may have queued than connects were in flight
 
-    def _failed(self, exc: BaseException) -> None:
+    def _failed(self, exc: BaseException, step: int) -> None:
         pool = self._pool
         if isinstance(exc, Exception):
-            self.backoff.failed(exc, pool._clock())
+            self.backoff.failed(exc, pool._clock(), step)
         with pool._lock:
             pool._create_failures += 1
         pool._release_slot(creating=True)  # grows again, after the back-off delay
@@ -131,7 +132,7 @@ class Growth:
         if last is not None:
             cause = f"; last connect error: {type(last).__name__}: {one_line(last)[:300]}"
         error = PoolTimeout(
-            f"{pool._label()}: no connection within {timeout} s "
+            f"{pool._label()}: no connection within {timeout:.3g} s "
             f"({stats.in_use} in use, {stats.idle} idle, {stats.creating} connecting, "
             f"{stats.waiting} waiting, max {stats.max_size}){cause}"
         )

@@ -63,12 +63,16 @@ def is_expired(pool: BaseConnectionPool, entry: ConnectionEntry, now: float, siz
     return max_idle is not None and now - entry.last_used >= max_idle and size > pool.min_size
 
 
-def expiry(pool: BaseConnectionPool, entry: ConnectionEntry, idle_since: float) -> float:
-    """When ``entry``, idle from ``idle_since`` on, may expire (a pool of at most
-    ``min_size`` keeps its idle connections until they are too old)."""
+def expiry(
+    pool: BaseConnectionPool, entry: Optional[ConnectionEntry], idle_since: float
+) -> float:
+    """When ``entry`` (None: a connection of any age), idle from ``idle_since``
+    on, may expire; a pool of at most ``min_size`` keeps its idle connections
+    until they are too old."""
+    expires_at = _INF if entry is None else entry.expires_at
     if pool.max_idle is None or pool.current_size <= pool.min_size:
-        return entry.expires_at
-    return min(entry.expires_at, idle_since + pool.max_idle)
+        return expires_at
+    return min(expires_at, idle_since + pool.max_idle)
 
 
 def sweep(pool: BaseConnectionPool) -> Optional[float]:
@@ -85,12 +89,14 @@ def sweep(pool: BaseConnectionPool) -> Optional[float]:
                 pool.free_items.remove(entry)
                 pool.current_size -= 1
                 expired.append(entry)
-        idle = set(pool.free_items)
-        # A connection not idle now goes idle at the soonest now: none expires sooner.
+        # A connection in use is looked at when it comes back (age included), and can
+        # expire idle no sooner than max_idle from now.
         soonest = min(
-            (expiry(pool, e, e.last_used if e in idle else now) for e in pool._entries),
+            (expiry(pool, e, e.last_used) for e in pool.free_items),
             default=_INF,
         )
+        if len(pool.free_items) < len(pool._entries):
+            soonest = min(soonest, expiry(pool, None, now))
         waiting = bool(pool._waiters)
     for entry in expired:
         log.debug("%s: connection #%d expired", pool._label(), entry.serial)

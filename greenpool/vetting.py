@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import upkeep
 from .drivers import Driver, ReturnState
-from .errors import PoolClosed
+from .errors import PoolClosed, PoolTimeout
 from .health import socket_watch
 from .pool import Pool
 
@@ -193,12 +193,17 @@ class Vetting:
 
 
 def vet_at_checkout(
-    pool: BaseConnectionPool, entry: ConnectionEntry, now: float, timeout: Optional[float]
+    pool: BaseConnectionPool,
+    entry: ConnectionEntry,
+    now: float,
+    started: float,
+    timeout: Optional[float],
 ) -> tuple[ConnectionEntry, float]:
     """Look closer at a connection about to be handed out; while it is bad, close it
-    and take another, within ``timeout`` from ``now`` (None: for ever).  The
-    connection and the time it was found good."""
-    deadline = None if timeout is None else now + timeout
+    and take another, within the ``timeout`` of the caller's ``get()`` that
+    ``started`` then (None: for ever).  The connection and the time it was
+    found good."""
+    deadline = None if timeout is None else started + timeout
     while True:
         if pool.closed:
             pool._discard_entry(entry, "pool closed", lost=False)
@@ -213,7 +218,10 @@ def vet_at_checkout(
             return entry, now
         pool._discard_entry(entry, problem, lost=problem not in ("expired", "drained"))
         left = None if deadline is None else max(0.0, deadline - pool._clock())
-        entry = Pool.get(pool, left)
+        try:
+            entry = Pool.get(pool, left)
+        except PoolTimeout:
+            raise pool._growth.timeout_error(timeout)  # naming the caller's timeout
         now = pool._clock()
 
 

@@ -11,6 +11,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+pytestmark = pytest.mark.timeout(300)
+
 
 def run_demo(*args, python=sys.executable, script=None):
     command = [python, "-W", "ignore"]

@@ -6,6 +6,14 @@ the fault proxy (tests/support/faultproxy.py) black-holes or resets the
 network.  psycopg2 is made green with ``make_psycopg2_green`` on green hubs
 (RawConnectionPool); PyMySQL is green under monkey patching.
 
+The contract under faults: connect failures fail no caller before its own
+timeout (the pool reconnects in the background, backing off), a dead
+connection is never handed out once the pool could know it is dead, and the
+pool recovers when the fault ends.  The servers share a small machine with
+other work, so every bound here is about hangs, never about speed: a property
+is checked by waiting for the condition (say, the server has really killed the
+connections) rather than by sleeping a guessed time.
+
 The waiter-timeout overshoot cases use the fake driver.  :func:`restart_under_load`
 and :func:`waiter_overshoot` are also run by ``benchmarks/fault_report.py``.
 """
@@ -22,8 +30,8 @@ import pytest
 
 import greenpool
 from greenpool import ConnectTimeout, PoolTimeout, RawConnectionPool, TpooledConnectionPool
-from greenpool.connections import SOCKET_TEST_AFTER
 from greenpool.hubs import Hub
+from greenpool.vetting import SOCKET_TEST_AFTER
 from tests.support.fakedb import make_fakedb
 from tests.support.faultproxy import FaultProxy
 from tests.support.servers import PrivateMariaDB, PrivatePostgres
@@ -31,13 +39,19 @@ from tests.support.tasks import Spawned, wait_until
 
 REQUIRE_DB = os.environ.get("GREENPOOL_REQUIRE_DB") == "1"
 
+pytestmark = pytest.mark.timeout(300)
+
 CONNECT_TIMEOUT = 1.0
 REQUEST_TIMEOUT = 2.0
+#: The timeout of requests that must succeed once a fault is over: generous, since
+#: reconnecting on a loaded machine may take longer than REQUEST_TIMEOUT.
+RECOVERY_TIMEOUT = 15.0
 #: Short enough that requests made after a restart wait out the back-off within their
 #: timeout (the default longest delay, 2 s, is as long as REQUEST_TIMEOUT).
 RECONNECT_BACKOFF = (0.05, 0.5)
-#: Added to every "finishes within" bound: a shared 2-core machine stalls now and then.
-MARGIN = 0.5
+#: Added to every "finishes within" bound, which is there to catch hangs: a shared
+#: 2-core machine running other test processes stalls for seconds now and then.
+MARGIN = 5.0
 
 
 # -- servers and backends ------------------------------------------------------------------
@@ -179,15 +193,23 @@ def warm(pool, n: int) -> None:
 
 
 def assert_pool_settled(pool, backend: Optional[Backend] = None) -> None:
+    """Nothing in use, waiting or connecting (a connect in flight may need a moment
+    to end), counters consistent, and the server sees exactly the pool's connections."""
+    hub = pool.hub
+    wait_until(hub, lambda: pool.stats().creating == 0, timeout=30)
     stats = pool.stats()
     assert (stats.in_use, stats.creating, stats.waiting) == (0, 0, 0), stats
     assert stats.size == stats.idle <= stats.max_size, stats
     assert stats.opened - stats.closed == stats.size, stats
     assert pool.free() == pool.max_size
     if backend is not None:
-        wait_until(
-            backend.hub, lambda: backend.server_connections() == pool.current_size, timeout=10
-        )
+        wait_until(hub, lambda: backend.server_connections() == pool.current_size, timeout=30)
+
+
+def wait_until_server_dropped_them(backend: Backend) -> None:
+    """Wait until the server has really closed the connections it was told to kill:
+    MariaDB's KILL only flags a connection, which closes on its own time."""
+    wait_until(backend.hub, lambda: backend.server_connections() == 0, timeout=30)
 
 
 def _workers(hub: Hub, green: int, threads: int) -> int:
@@ -204,8 +226,10 @@ def test_killed_idle_connections_are_replaced_without_failures(backend, hub):
     try:
         warm(pool, 4)
         assert backend.server.terminate_all_connections() >= 4
+        wait_until_server_dropped_them(backend)
         backend.hub.sleep(pool.check_interval + 0.1)
-        errors = run_requests(hub, 100, _workers(hub, 10, 4), lambda: select_one(pool))
+        errors = run_requests(hub, 100, _workers(hub, 10, 4),
+                              lambda: select_one(pool, RECOVERY_TIMEOUT))
         assert errors == []
         assert pool.stats().lost >= 4
         assert_pool_settled(pool, backend)
@@ -221,8 +245,10 @@ def test_connections_killed_right_after_use_are_replaced_without_failures(backen
     try:
         warm(pool, 4)
         assert backend.server.terminate_all_connections() >= 4
+        wait_until_server_dropped_them(backend)  # their hang-ups are on the sockets now
         backend.hub.sleep(SOCKET_TEST_AFTER)
-        errors = run_requests(hub, 100, _workers(hub, 10, 4), lambda: select_one(pool))
+        errors = run_requests(hub, 100, _workers(hub, 10, 4),
+                              lambda: select_one(pool, RECOVERY_TIMEOUT))
         assert errors == []
         assert_pool_settled(pool, backend)
     finally:
@@ -253,6 +279,17 @@ class RestartResult:
         ends = [end for _, end, error in self.requests if end >= self.ready_at and not error]
         return min(ends) - self.ready_at if ends else None
 
+    def successes_after_ready(self) -> list:
+        return [r for r in self.requests if r[0] >= self.ready_at and r[2] is None]
+
+    def failures_after_recovery(self) -> list:
+        """Failed requests started once a request had succeeded after the restart."""
+        recovery = self.first_success_after_ready()
+        if recovery is None:
+            return []
+        recovered_at = self.ready_at + recovery
+        return [r for r in self.requests if r[0] >= recovered_at and r[2] is not None]
+
     def longest(self) -> float:
         return max(end - start for start, end, _ in self.requests)
 
@@ -265,7 +302,8 @@ def restart_under_load(
     after: float = 1.0,
     backoff: tuple = RECONNECT_BACKOFF,
 ) -> RestartResult:
-    """Restart the server while ``workers`` tasks loop on SELECT 1; keep going ``after`` s."""
+    """Restart the server while ``workers`` tasks loop on SELECT 1, once the load is on;
+    keep going ``after`` s, and until more than ``workers`` requests succeeded since."""
     pool = backend.pool(max_size=8, reconnect_backoff=backoff)
     result = RestartResult(backend.name, mode, hub.name, workers)
     stop = hub.event()
@@ -284,11 +322,18 @@ def restart_under_load(
 
     tasks = [Spawned(hub, loop) for _ in range(workers)]
     try:
+        # The load is on (connections open and in use) before the restart, however
+        # slowly a loaded machine opens the first connections.
+        wait_until(hub, lambda: sum(1 for r in result.requests if r[2] is None) >= workers,
+                   timeout=60)
         hub.sleep(0.3)
         result.stopped_at = hub.monotonic()
         backend.server.restart(mode)
         result.ready_at = backend.server.last_ready_at
         hub.sleep(after)
+        # ... and until the pool has served more requests than there are workers since
+        # the server was ready, however slowly a loaded machine gets there.
+        wait_until(hub, lambda: len(result.successes_after_ready()) > workers, timeout=60)
     finally:
         stop.set()
         for task in tasks:
@@ -318,13 +363,21 @@ def test_restart_under_load(request, hub, name, mode):
     workers = _workers(hub, 32, 12)
     result = restart_under_load(hub, backend, mode, workers)
     failed = [r for r in result.requests if r[2] is not None]
-    assert failed, "the restart went unnoticed: no request failed"
-    assert result.failures_after_ready() == []
+    # The pool noticed: connections died under it.  (Callers need not: a request
+    # that checked out no doomed connection just waits while the pool reconnects.)
+    assert result.stats.lost > 0, ("the restart went unnoticed", result.stats)
+    expected = (backend.module.Error, PoolTimeout)
+    assert [r for r in failed if not isinstance(r[2], expected)] == [], failed[:5]
+    # Once the server is ready, no dead connection is handed out: a request may only
+    # wait out the reconnection (a PoolTimeout, on a loaded machine) ...
+    after_ready = result.failures_after_ready()
+    assert [r for r in after_ready if not isinstance(r[2], PoolTimeout)] == [], after_ready[:5]
+    # ... and once one request got through, every later one does.
     assert result.first_success_after_ready() is not None
+    assert result.failures_after_recovery() == [], result.failures_after_recovery()[:5]
     # No hang during the outage: every request ended within its bounds.
     assert result.longest() < REQUEST_TIMEOUT + CONNECT_TIMEOUT + MARGIN, result.longest()
-    ok_after = [r for r in result.requests if r[0] >= result.ready_at and r[2] is None]
-    assert len(ok_after) > workers
+    assert len(result.successes_after_ready()) > workers
 
 
 # -- the fault proxy ----------------------------------------------------------------------------
@@ -360,7 +413,8 @@ def test_blackhole_requests_fail_within_their_timeouts_and_the_pool_recovers(
     options: dict[str, Any] = {"connect_timeout": 0.5}
     if backend.name == "mariadb":
         backend.extra["read_timeout"] = READ_TIMEOUT  # the driver bounds every read
-        bound = 0.5 + 2 * READ_TIMEOUT + MARGIN  # a ping, then a connect
+        # The caller's own timeout, and a ping or a query (READ_TIMEOUT) under way then.
+        bound = REQUEST_TIMEOUT + READ_TIMEOUT + MARGIN
     elif hub.green:
         bound = 1.0 + MARGIN  # the hub timeout around the request
     else:
@@ -390,13 +444,14 @@ def test_blackhole_requests_fail_within_their_timeouts_and_the_pool_recovers(
             task.wait(30)
         for error, elapsed in results:
             assert error is not None and elapsed < bound, results
-            assert issubclass(error, (hub.Timeout, ConnectTimeout, backend.module.Error)), results
+            assert issubclass(error, (hub.Timeout, PoolTimeout, backend.module.Error)), results
+            assert not issubclass(error, ConnectTimeout), results  # never seen by callers
         proxy.set_mode("pass")
-        errors = run_requests(hub, 50, 4, lambda: select_one(pool))
+        errors = run_requests(hub, 50, 4, lambda: select_one(pool, RECOVERY_TIMEOUT))
         assert errors == []
         assert_pool_settled(pool, backend)
         # Every socket abandoned during the black hole was closed.
-        wait_until(hub, lambda: proxy.connection_count() == pool.current_size, timeout=10)
+        wait_until(hub, lambda: proxy.connection_count() == pool.current_size, timeout=30)
     finally:
         pool.close()
 
@@ -416,31 +471,45 @@ def test_connections_reset_mid_query_are_discarded_and_the_pool_recovers(backend
             except Exception as exc:  # recorded with its timing
                 outcomes.append((start, exc))
 
-    tasks = [Spawned(hub, loop) for _ in range(_workers(hub, 8, 6))]
+    def successes_after(moment):
+        return sum(1 for start, exc in outcomes if start > moment and exc is None)
+
+    workers = _workers(hub, 8, 6)
+    tasks = [Spawned(hub, loop) for _ in range(workers)]
     try:
+        # Connections open and in use before the first reset, however slowly a
+        # loaded machine opens them.
+        wait_until(hub, lambda: successes_after(float("-inf")) >= workers, timeout=60)
         for _ in range(3):
             hub.sleep(0.2)
             proxy.drop()
         last_drop = hub.monotonic()
-        # Long enough to outlast a back-off: resets during handshakes are failed connects.
+        # Long enough to outlast a back-off (resets during handshakes are failed
+        # connects), and for the pool to have served a few requests since.
         hub.sleep(1.0)
+        wait_until(hub, lambda: successes_after(last_drop) >= 5, timeout=60)
     finally:
         stop.set()
         for task in tasks:
-            task.wait(30)
+            task.wait(60)
     failed = [exc for _, exc in outcomes if exc is not None]
-    assert failed, "the resets went unnoticed"
+    assert pool.stats().lost > 0, ("the resets went unnoticed", pool.stats())
     expected = (backend.module.Error, greenpool.PoolError)
     unexpected = [exc for exc in failed if not isinstance(exc, expected)]
     assert unexpected == [], failed
-    after = [(start - last_drop, exc) for start, exc in outcomes if start > last_drop]
-    assert [item for item in after if item[1] is not None] == [], (after, failed)
-    assert len(after) >= 5, after
+    # After the last reset no dead connection is handed out: a request may only wait
+    # out the reconnection (a PoolTimeout, on a loaded machine), and none fails once
+    # one got through.
+    after = sorted((start - last_drop, exc) for start, exc in outcomes if start > last_drop)
+    assert [item for item in after if not isinstance(item[1], (type(None), PoolTimeout))] == []
+    first_ok = min(start for start, exc in after if exc is None)
+    assert [item for item in after if item[0] > first_ok and item[1] is not None] == [], after
     try:
         assert_pool_settled(pool, backend)
         stats = pool.stats()
-        assert stats.lost + stats.connect_failures >= len(failed), stats
-        wait_until(hub, lambda: proxy.connection_count() == pool.current_size, timeout=10)
+        # Each failed request met a connection that broke (lost), or waited in vain.
+        assert stats.lost + stats.timeouts >= len(failed), stats
+        wait_until(hub, lambda: proxy.connection_count() == pool.current_size, timeout=30)
     finally:
         pool.close()
 
@@ -453,7 +522,7 @@ def test_idle_connections_reset_are_replaced_without_a_round_trip(backend, proxy
         hub.sleep(pool.check_interval + 0.05)
         proxy.drop()
         hub.sleep(0.05)  # the RSTs arrive
-        errors = run_requests(hub, 20, 4, lambda: select_one(pool))
+        errors = run_requests(hub, 20, 4, lambda: select_one(pool, RECOVERY_TIMEOUT))
         assert errors == []
         assert pool.stats().lost >= 4
         assert_pool_settled(pool, backend)
@@ -502,17 +571,24 @@ def _peer_hung_up(hub: Hub, listener: socket.socket, within: float) -> bool:
 
 
 DEAF_TIMEOUT = 0.3
+DEAF_WAIT = 1.0
 
 
 def _deaf_case(backend: Backend, hub: Hub, deaf, pool_cls: type) -> float:
+    """A caller waits DEAF_WAIT while every connect gives up at DEAF_TIMEOUT: it gets
+    a PoolTimeout chaining the ConnectTimeout, at its own timeout."""
     host, port, listener = deaf
     pool = backend.pool(pool_cls, host=host, port=port, connect_timeout=DEAF_TIMEOUT)
     try:
-        error, elapsed = _timed(hub, lambda: pool.get(timeout=5))
-        assert error is ConnectTimeout, error
-        assert DEAF_TIMEOUT <= elapsed < DEAF_TIMEOUT + 0.05, elapsed
-        assert pool.stats().connect_timeouts == 1
-        assert pool.current_size == 0
+        start = hub.monotonic()
+        with pytest.raises(PoolTimeout) as info:
+            pool.get(timeout=DEAF_WAIT)
+        elapsed = hub.monotonic() - start
+        assert DEAF_WAIT <= elapsed < DEAF_WAIT + MARGIN, elapsed
+        assert isinstance(info.value.__cause__, ConnectTimeout), info.value
+        assert f"connect_timeout={DEAF_TIMEOUT}" in str(info.value)
+        assert pool.stats().connect_timeouts >= 1
+        wait_until(hub, lambda: pool.stats().size == 0, timeout=30)  # attempts in flight end
     finally:
         pool.close()
     return elapsed
@@ -523,9 +599,9 @@ def test_deaf_listener_connect_timeout_closes_the_socket(backend, hub, deaf):
     _deaf_case(backend, hub, deaf, RawConnectionPool)
     # Green: the connect was interrupted and closed its socket at once.  OS thread: the
     # driver's own timeout, set just above the pool's, ends it (libpq's connect_timeout,
-    # >= 2 s; PyMySQL reads the handshake with read_timeout).
-    within = 0.5 if hub.green else 3.0
-    assert _peer_hung_up(hub, deaf[2], within)
+    # >= 2 s; PyMySQL reads the handshake with read_timeout).  The bound is for a
+    # loaded machine: a socket left open would never hang up.
+    assert _peer_hung_up(hub, deaf[2], 3.0 + MARGIN)
 
 
 @pytest.fixture
@@ -548,7 +624,8 @@ def test_deaf_listener_tpooled_psycopg2(pg_server, hub, deaf, blocking_psycopg2)
 
     ext.set_wait_callback(None)  # Backend made it green: tpooled needs it blocking
     _deaf_case(backend, hub, deaf, TpooledConnectionPool)
-    assert _peer_hung_up(hub, deaf[2], 3.0)  # libpq's connect_timeout=2 ends the thread
+    # libpq's connect_timeout=2 ends the thread's connect (with slack for a loaded machine).
+    assert _peer_hung_up(hub, deaf[2], 3.0 + MARGIN)
 
 
 # -- interrupted queries on real drivers --------------------------------------------------
@@ -613,13 +690,21 @@ def test_cancelled_statement_keeps_the_connection(pg_server, hub):
 # -- waiter timeouts -----------------------------------------------------------------------
 
 
+def _waiter_timeouts(waiters: int, seed: int) -> list[float]:
+    """Most timeouts 0.1-0.3 s, one in ten 1.0-1.2 s (the longer wait is done in steps)."""
+    rng = random.Random(seed)
+    return [
+        rng.uniform(1.0, 1.2) if rng.random() < 0.1 else rng.uniform(0.1, 0.3)
+        for _ in range(waiters)
+    ]
+
+
 def waiter_overshoot(hub: Hub, waiters: int, seed: int = 0) -> list[float]:
     """``waiters`` callers time out on a pool with nothing free: (elapsed - timeout) each.
 
     Most timeouts are 0.1-0.3 s, one in ten 1.0-1.2 s (the longer wait is done in
     steps).  A negative value is a timeout that came early.
     """
-    rng = random.Random(seed)
     db = make_fakedb()
     pool = RawConnectionPool(db, max_size=1, hub=hub, name="overshoot")
     held = pool.get()
@@ -634,16 +719,28 @@ def waiter_overshoot(hub: Hub, waiters: int, seed: int = 0) -> list[float]:
         except PoolTimeout:
             results.append(hub.monotonic() - start - timeout)
 
-    timeouts = [
-        rng.uniform(1.0, 1.2) if rng.random() < 0.1 else rng.uniform(0.1, 0.3)
-        for _ in range(waiters)
-    ]
-    tasks = [Spawned(hub, waiter, t) for t in timeouts]
+    tasks = [Spawned(hub, waiter, t) for t in _waiter_timeouts(waiters, seed)]
     for task in tasks:
-        task.wait(60)
+        task.wait(120)
     pool.put(held)
     pool.close()
     assert errors == []
+    return results
+
+
+def hub_overshoot(hub: Hub, waiters: int, seed: int = 0) -> list[float]:
+    """The same timeouts as :func:`waiter_overshoot`, waited for on the hub's own
+    events: how late the hub itself wakes its tasks, under the machine's load now."""
+    results: list[float] = []
+
+    def waiter(timeout):
+        start = hub.monotonic()
+        hub.event().wait(timeout)
+        results.append(hub.monotonic() - start - timeout)
+
+    tasks = [Spawned(hub, waiter, t) for t in _waiter_timeouts(waiters, seed)]
+    for task in tasks:
+        task.wait(120)
     return results
 
 
@@ -659,19 +756,22 @@ def percentile(values: list[float], q: float) -> float:
 def test_waiter_timeouts_are_never_early_and_barely_late(
     hub, green_waiters, thread_waiters, p99_limit
 ):
-    """Never early, on any attempt; p99 overshoot under the limit on one of three.
+    """Never early, on any attempt; the pool's p99 overshoot at most ``p99_limit``
+    beyond the hub's own, measured just before with the same timeouts, on one of
+    three attempts.
 
-    On a shared 2-core machine the whole process is sometimes descheduled for
-    100 ms or more, which makes every timeout of that moment late; a pool that
-    is slow to time its waiters out is late on every attempt.
+    The hub's own lateness is the machine's: on a shared 2-core machine the whole
+    process is sometimes descheduled for 100 ms or more.  What the pool adds to it
+    is the pool's: a pool slow to time its waiters out is late on every attempt.
     """
     waiters = green_waiters if hub.green else thread_waiters
-    p99s = []
+    added = []
     for seed in range(3):
+        baseline = percentile(hub_overshoot(hub, waiters, seed), 0.99)
         overshoot = waiter_overshoot(hub, waiters, seed)
         assert len(overshoot) == waiters
         assert min(overshoot) >= 0, f"a timeout came {-min(overshoot) * 1000:.3f} ms early"
-        p99s.append(percentile(overshoot, 0.99))
-        if p99s[-1] < p99_limit:
+        added.append(percentile(overshoot, 0.99) - max(0.0, baseline))
+        if added[-1] < p99_limit:
             break
-    assert min(p99s) < p99_limit, p99s
+    assert min(added) < p99_limit, added

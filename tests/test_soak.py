@@ -4,9 +4,11 @@
 from ``random.Random(seed)``: 3 % connect errors, 2 % connects slower than
 ``connect_timeout``, 3 % mid-query disconnects, 5 % caller deadlines (a hub
 timeout around the use on green hubs, a short ``get(timeout)`` on threads) and
-0.5 % kills (green hubs).  Afterwards nothing may be in use or leaked, and
-``max_size`` checkouts must succeed at once; during the run no raw connection
-may ever be held by two workers.
+0.5 % kills (green hubs).  Connects are the pool's own business: their
+failures must never reach a caller (the pool retries while callers wait), so a
+caller sees only its own faults.  Afterwards nothing may be in use or leaked,
+and ``max_size`` checkouts must succeed, on ``max_size`` distinct connections;
+during the run no raw connection may ever be held by two workers.
 
 :func:`run_soak` is also what ``benchmarks/fault_report.py`` runs.
 """
@@ -20,16 +22,12 @@ from typing import Any, Optional
 
 import pytest
 
-from greenpool import (
-    ConnectTimeout,
-    DatabaseUnavailable,
-    PoolTimeout,
-    RawConnectionPool,
-    TpooledConnectionPool,
-)
+from greenpool import PoolTimeout, RawConnectionPool, TpooledConnectionPool
 from greenpool.hubs import Hub
 from tests.support.fakedb import make_fakedb
 from tests.support.tasks import Spawned, wait_until
+
+pytestmark = pytest.mark.timeout(600)
 
 SEEDS = range(20)
 CHECKOUTS = 10_000
@@ -161,24 +159,20 @@ class _Soak:
             outcome["ok"] += 1
         except CallerDeadline:
             outcome["deadline"] += 1
-        except ConnectTimeout:
-            outcome["connect timeout"] += 1
-        except DatabaseUnavailable:
-            outcome["database unavailable"] += 1
         except PoolTimeout as exc:
             if fault != "deadline":
                 self.result.unexpected.append(f"stalled request: {exc!r}")
             outcome["pool timeout"] += 1
         except self.db.OperationalError as exc:
-            outcome["disconnect" if fault == "disconnect" else "connect error"] += 1
-            if fault != "disconnect" and "connect refused" not in str(exc):
+            outcome["disconnect"] += 1
+            if fault != "disconnect":  # a connect error reached a caller, say
                 self.result.unexpected.append(repr(exc))
         except Exception as exc:  # recorded: the test fails on it
             self.result.unexpected.append(repr(exc))
 
     def use(self, me: int, hold: float, fault: Optional[str], timeout: float) -> None:
         with self.pool.item(timeout) as conn:
-            raw = conn._entry.conn
+            raw = self.pool.raw_connection(conn)
             key = id(raw)
             other = self.holders.get(key)
             if other is not None:
@@ -250,14 +244,13 @@ class _Soak:
         result.stray_connections = len(db.open_connections()) - pool.current_size
         if stats.opened - stats.closed != stats.size:
             result.invariant_breaks.append(f"opened - closed != size: {stats}")
-        hub.sleep(RECONNECT_BACKOFF[1] * 1.5)  # let a back-off from the last failure pass
         held = []
         try:
-            for _ in range(MAX_SIZE):
-                held.append(pool.get(timeout=0))
+            for _ in range(MAX_SIZE):  # missing connections are opened meanwhile
+                held.append(pool.get(timeout=REQUEST_TIMEOUT))
         except Exception as exc:  # reported through final_checkouts
             result.unexpected.append(f"final checkout: {exc!r}")
-        result.final_checkouts = len({id(conn._entry.conn) for conn in held})
+        result.final_checkouts = len({id(pool.raw_connection(conn)) for conn in held})
         for conn in held:
             pool.put(conn)
         pool.close()
@@ -288,13 +281,14 @@ def _check(result: SoakResult, hub: Hub) -> None:
     outcomes = result.outcomes
     total = sum(v for k, v in outcomes.items() if k != "killed")
     assert total + outcomes["killed"] == CHECKOUTS, outcomes  # each checkout ends somehow
-    # Every kind of fault really happened.
+    # Every kind of fault really happened: the callers' own ...
     assert outcomes["ok"] > CHECKOUTS * 0.7, outcomes
-    assert outcomes["disconnect"] > 0 and outcomes["connect error"] > 0, outcomes
-    assert outcomes["connect timeout"] > 0, outcomes
+    assert outcomes["disconnect"] > 0, outcomes
     assert outcomes["deadline" if hub.green else "pool timeout"] > 0, outcomes
     if hub.green:
         assert outcomes["killed"] > 0, outcomes
+    # ... and the connects' (which no caller saw).
+    assert result.stats.connect_failures > result.stats.connect_timeouts > 0, result.stats
 
 
 @pytest.mark.slow

@@ -27,7 +27,8 @@ class _GeventWaiter(GreenWaiter):
     @staticmethod
     def _call_later(hub: Any, seconds: float, fn: Callable[[], None]) -> Callable[[], Any]:
         timer = hub.loop.timer(seconds)
-        timer.start(fn)
+        # From the time now, not the loop's cached time, which lags after busy work.
+        timer.start(fn, update=True)
         return timer.close
 
     @staticmethod
