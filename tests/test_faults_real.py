@@ -20,7 +20,6 @@ and :func:`waiter_overshoot` are also run by ``benchmarks/fault_report.py``.
 
 from __future__ import annotations
 
-import os
 import random
 import socket
 from dataclasses import dataclass, field
@@ -34,10 +33,9 @@ from greenpool.hubs import Hub
 from greenpool.vetting import SOCKET_TEST_AFTER
 from tests.support.fakedb import make_fakedb
 from tests.support.faultproxy import FaultProxy
+from tests.support.private_fixture import private_server
 from tests.support.servers import PrivateMariaDB, PrivatePostgres
 from tests.support.tasks import Spawned, wait_until
-
-REQUIRE_DB = os.environ.get("GREENPOOL_REQUIRE_DB") == "1"
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -57,34 +55,14 @@ MARGIN = 5.0
 # -- servers and backends ------------------------------------------------------------------
 
 
-def _private_server(cls: Any, driver: str) -> Iterator[Any]:
-    ok, reason = cls.available()
-    if ok:
-        try:
-            __import__(driver)
-        except ImportError as exc:
-            ok, reason = False, f"{driver} not importable: {exc}"
-    if not ok:
-        message = f"private {cls.kind} server unavailable: {reason}"
-        if REQUIRE_DB:
-            pytest.fail(f"{message} (GREENPOOL_REQUIRE_DB=1)", pytrace=False)
-        pytest.skip(message)
-    server = cls()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
-
-
 @pytest.fixture(scope="module")
 def pg_server() -> Iterator[PrivatePostgres]:
-    yield from _private_server(PrivatePostgres, "psycopg2")
+    yield from private_server(PrivatePostgres, "psycopg2")
 
 
 @pytest.fixture(scope="module")
 def my_server() -> Iterator[PrivateMariaDB]:
-    yield from _private_server(PrivateMariaDB, "pymysql")
+    yield from private_server(PrivateMariaDB, "pymysql")
 
 
 class Backend:

@@ -33,7 +33,6 @@ A missing server binary or driver skips, and fails under GREENPOOL_REQUIRE_DB=1.
 
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
 from typing import Any, Iterator
@@ -48,12 +47,12 @@ from tests.support.limited_servers import (
     LimitedPostgres,
     server_connections,
 )
+from tests.support.private_fixture import private_server
 from tests.support.servers import PrivateMariaDB
 from tests.support.tasks import Spawned, wait_until
 
 pytestmark = pytest.mark.db
 
-REQUIRE_DB = os.environ.get("GREENPOOL_REQUIRE_DB") == "1"
 
 #: Connections the server accepts for the pool's user.
 SERVER_SLOTS = 5
@@ -71,36 +70,16 @@ SETTLE = 20.0
 # -- servers --------------------------------------------------------------------------------
 
 
-def _private_server(cls: Any, driver: str, make: Any) -> Iterator[Any]:
-    ok, reason = cls.available()
-    if ok:
-        try:
-            __import__(driver)
-        except ImportError as exc:
-            ok, reason = False, f"{driver} not importable: {exc}"
-    if not ok:
-        message = f"private {cls.kind} server unavailable: {reason}"
-        if REQUIRE_DB:
-            pytest.fail(f"{message} (GREENPOOL_REQUIRE_DB=1)", pytrace=False)
-        pytest.skip(message)
-    server = make()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
-
-
 @pytest.fixture(scope="module")
 def pg_limited() -> Iterator[LimitedPostgres]:
-    yield from _private_server(
+    yield from private_server(
         LimitedPostgres, "psycopg2", lambda: LimitedPostgres(client_slots=SERVER_SLOTS)
     )
 
 
 @pytest.fixture(scope="module")
 def my_limited() -> Iterator[PrivateMariaDB]:
-    yield from _private_server(PrivateMariaDB, "pymysql", PrivateMariaDB)
+    yield from private_server(PrivateMariaDB, "pymysql", PrivateMariaDB)
 
 
 class Backend:
