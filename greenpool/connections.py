@@ -78,11 +78,19 @@ class _Checkout:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         conn, self._conn = self._conn, None
-        if conn:  # unless given back in the block
-            if exc is None:
-                self._pool.put(conn, self._cleanup)
-            else:
-                self._pool._return_after_error(conn, exc, self._cleanup)
+        if not conn:
+            return  # given back in the block
+        pool = self._pool
+        if exc is None:
+            pool.put(conn, self._cleanup)
+        elif not isinstance(exc, Exception):
+            # Interrupted (hub Timeout, kill): the connection may be mid-query.
+            pool.discard(conn, f"interrupted by {type(exc).__name__}")
+        elif pool.driver.is_disconnect(pool.raw_connection(conn), exc):
+            pool.discard(conn, "disconnected")
+            pool._revet_all()  # a disconnect makes the older connections suspect
+        else:
+            pool.put(conn, self._cleanup)
 
 
 class BaseConnectionPool(PoolAdministration):
@@ -494,21 +502,6 @@ class BaseConnectionPool(PoolAdministration):
         else:
             self._hand_back(entry)
 
-    def _return_after_error(self, conn: PooledConnectionWrapper, exc: BaseException,
-                            cleanup: Any) -> None:
-        """The end of an ``item()`` block that raised ``exc``."""
-        entry = conn._entry
-        if entry is None:
-            return
-        if not isinstance(exc, Exception):
-            reason = f"interrupted by {type(exc).__name__}"
-        elif self.driver.is_disconnect(entry.conn, exc):
-            reason = "disconnected"
-            self._revet_all()
-        else:
-            self.put(conn, cleanup)
-            return
-        self.discard(conn, reason)
 
     def _check_in(self, conn: Any) -> Optional[ConnectionEntry]:
         """Detach a wrapper this pool lent and return its entry; None when there is
