@@ -158,7 +158,7 @@ class BaseConnectionPool(PoolAdministration):
     ) -> None:
         self._module, self._connect_fn = connect_function(db_module)
         options = connection_options(
-            max_idle=max_idle, max_age=max_age, connect_timeout=connect_timeout,
+            max_size=max_size, max_idle=max_idle, max_age=max_age, connect_timeout=connect_timeout,
             cleanup=cleanup, timeout=timeout, check=check, check_interval=check_interval,
             leak_timeout=leak_timeout, reconnect_backoff=reconnect_backoff, configure=configure,
         )
@@ -445,6 +445,8 @@ class BaseConnectionPool(PoolAdministration):
         if conn is None:
             self._release_slot()
             return
+        if cleanup is not _DEFAULT and cleanup is not None and not callable(cleanup):
+            raise TypeError(f"cleanup must be callable or None, got a {type(cleanup).__name__}")
         if self._cooperative:  # see Pool.get
             entry = self._check_in_locked(conn)
         else:

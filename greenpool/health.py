@@ -2,8 +2,8 @@
 
 :func:`resolve_check` turns the pool's ``check=`` option into a callable:
 
-* ``None``, ``False`` or ``"off"``: no check;
-* ``True`` or ``"ping"`` (the default): the driver's cheap liveness test
+* ``None``, ``False`` or ``"off"`` (or ``"none"``, in any case): no check;
+* ``True`` or ``"ping"`` (the default, in any case): the driver's cheap liveness test
   (PyMySQL's ``ping()``, ``SELECT 1`` elsewhere);
 * any other string: SQL to execute (and fetch);
 * a callable: called with the raw connection; it raises if the connection is bad.
@@ -27,19 +27,38 @@ __all__ = ["resolve_check", "socket_hung_up", "socket_watch"]
 Check = Callable[[Any], Any]
 
 
+#: ``check=`` words, in any case, that turn the check off.
+OFF_WORDS = frozenset({"off", "none", "no", "false"})
+
+
 def resolve_check(check: Any, driver: Driver) -> Optional[Check]:
-    """The callable for ``check=`` (see the module docstring); TypeError for anything else."""
-    if check is None or check is False or check == "off":
+    """The callable for ``check=`` (see the module docstring).
+
+    The words "ping" and "off" (or "none") are read in any case.  Any other
+    string must be SQL: a single word that is not a statement is refused
+    with a ValueError rather than run, and failed, at every checkout.
+    """
+    if check is None or check is False:
         return None
-    if check is True or check == "ping":
+    if check is True:
         return driver.ping
     if isinstance(check, str):
-        if not check.strip():
-            raise ValueError("check must be 'ping', 'off', SQL text or a callable, got ''")
+        word = check.strip().lower()
+        if word in OFF_WORDS:
+            return None
+        if word == "ping":
+            return driver.ping
+        if " " not in word and word not in ("select", "values", "show"):
+            raise ValueError(
+                "check must be 'ping', 'off', SQL text or a callable, got a single word "
+                f"that is neither ({check.strip()[:20]!r})"
+            )
         return _sql_check(check)
     if callable(check):
         return check
-    raise TypeError(f"check must be 'ping', 'off', SQL text, a callable or None, got {check!r}")
+    raise TypeError(
+        f"check must be 'ping', 'off', SQL text, a callable or None, got a {type(check).__name__}"
+    )
 
 
 def _sql_check(sql: str) -> Check:

@@ -102,6 +102,7 @@ def _backoff(value: Any) -> tuple[float, float]:
 
 def connection_options(
     *,
+    max_size: Any,
     max_idle: Any,
     max_age: Any,
     connect_timeout: Any,
@@ -113,7 +114,18 @@ def connection_options(
     reconnect_backoff: Any,
     configure: Any,
 ) -> ConnectionOptions:
-    """Check every option; the first bad one raises, naming itself."""
+    """Check every option; the first bad one raises, naming itself.
+
+    ``max_size`` is checked here (a connection pool needs at least one
+    connection) but kept by the pool itself.
+    """
+    if validation.check_int("max_size", max_size) < 1:
+        raise ValueError(f"max_size must be >= 1 for a connection pool, got {max_size}")
+    if connect_timeout == 0 and not isinstance(connect_timeout, bool):
+        raise ValueError(
+            "connect_timeout must be > 0 seconds, or None to wait for ever, got 0 "
+            "(drivers read 0 as 'no timeout')"
+        )
     return ConnectionOptions(
         max_idle=validation.check_seconds("max_idle", max_idle),
         max_age=validation.check_seconds("max_age", max_age),
