@@ -97,30 +97,20 @@ class BaseConnectionPool(PoolAdministration):
     """A pool of DB-API connections; the base of the raw and tpooled pools.
 
     ``db_module`` is a DB-API module (its ``connect`` is used) or a connect
-    callable; ``*args`` and ``**kwargs`` go to it.  Positional options as in
-    ``eventlet.db_pool``:
-
-    * ``min_size`` (0): connections opened at once and kept open.
-    * ``max_size`` (4): the most connections open at a time.
-    * ``max_idle`` (10 s): an idle connection is closed after this long; 0
-      closes every connection when it is returned; None never.
-    * ``max_age`` (30 s): a connection is closed once this old (minus up to
-      5 % jitter), at its next return or while idle; 0 closes every
-      connection on return; None never.
-    * ``connect_timeout`` (5 s): the longest one connect attempt may take.
-    * ``cleanup`` (:func:`cleanup_rollback`): called with the raw connection
-      on return; a connection whose cleanup raises is closed.
+    callable; ``*args`` and ``**kwargs`` go to it.  The positional options
+    are ``eventlet.db_pool``'s: ``min_size`` (0) connections are opened at
+    once and kept open, at most ``max_size`` (4) are open at a time; then
+    ``max_idle`` (10 s), ``max_age`` (30 s), ``connect_timeout`` (5 s) and
+    ``cleanup`` (:func:`cleanup_rollback`).  Those and the keyword-only
+    options (``timeout``, ``hub``, ``name``, ``max_waiting``,
+    ``order_as_stack``, ``connect_kwargs``, ``configure``, ``check``,
+    ``check_interval``, ``leak_timeout``, ``reconnect_backoff``, ``limiter``,
+    ``before_connect``) are described, with their defaults, in
+    :class:`~greenpool.options.ConnectionOptions`.
 
     Connections are opened by the pool, not by callers: a :meth:`get` that
     finds none idle queues (first come, first served) and the pool opens one
     in the background, backing off and retrying while connects fail.
-
-    Keyword-only options: ``timeout`` (None: :meth:`get` waits for ever),
-    ``hub``, ``name``, ``max_waiting``, ``order_as_stack`` (True),
-    ``connect_kwargs``, ``configure``, ``check`` ("ping"), ``check_interval``
-    (0.5 s), ``leak_timeout``, ``reconnect_backoff`` ((0.05, 2.0)),
-    ``limiter`` and ``before_connect``: each is described in
-    :class:`~greenpool.options.ConnectionOptions`.
     """
 
     __slots__ = (

@@ -100,7 +100,6 @@ from .events import PoolObserver
 from .hubs import Event, Hub, HubSpec, resolve_hub
 from .maintenance import MaintenanceTask, Scheduler
 from .pool import Token, TokenPool
-from .upkeep import ORPHAN_POLL
 
 __all__ = [
     "DatabaseConnector",
@@ -111,6 +110,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: While callers wait for a ``max_total`` token, how often (seconds) the pools'
+#: abandoned checkouts are reclaimed, so that their tokens come back.
+RECLAIM_POLL = 1.0
 
 #: Keywords that name the database for some driver; the one the connector uses replaces them.
 _DATABASE_ALIASES = ("db", "database", "dbname")
@@ -406,7 +409,7 @@ class _MaxTotal:
         )
 
         def on_wait() -> None:
-            task.schedule(hub.monotonic() + ORPHAN_POLL)
+            task.schedule(hub.monotonic() + RECLAIM_POLL)
 
         self.limiter = _CapTokens(
             max_total, hub, f"{name} max_total" if name else "max_total", label, on_wait
@@ -430,7 +433,7 @@ class _MaxTotal:
             pools = list(self.pools)
         for pool in pools:
             pool.reclaim_abandoned()
-        return self.hub.monotonic() + ORPHAN_POLL
+        return self.hub.monotonic() + RECLAIM_POLL
 
     def make_room(self, pool: BaseConnectionPool) -> None:
         """Before a connect of ``pool``: close idle connections until the new one fits.
