@@ -187,7 +187,9 @@ def test_callers_keeping_their_last_wrapper_never_share_a_connection(make_pool, 
     pool = make_pool(max_size=2)
     _contend(pool, hub, workers=10, rounds=30)
     s = pool.stats()
-    assert (s.in_use, s.waiting, s.opened) == (0, 0, 2)
+    # At most max_size opened: the second connect is skipped when a returned
+    # connection has served every waiter before it starts.
+    assert (s.in_use, s.waiting) == (0, 0) and 1 <= s.opened <= 2
 
 
 def test_a_wrapper_held_for_good_stays_returned_under_contention(make_pool, hub):
